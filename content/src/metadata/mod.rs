@@ -1,0 +1,25 @@
+//! Registry metadata in PostgreSQL: one module per concept, plain async functions over
+//! a connection.
+//!
+//! Functions take `&mut PgConnection` so that a caller can run several of them in one
+//! transaction (`&mut *tx`) or alone on a pooled connection; which writes must commit
+//! together is the caller's decision, made visibly at the call site.
+
+pub mod repositories;
+
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+/// Every migration under `migrations/`, embedded at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool; nothing is queried until first use.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url)
+        .await
+}

@@ -1,0 +1,211 @@
+//! Gateway configuration: defaults, then a TOML file, then `BERTH_…` environment
+//! variables (`__` separates nesting: `BERTH_LIMITS__MANIFEST_MAX_BYTES`).
+//!
+//! Every knob has a default that works on one machine, so `berth-gateway` with only a
+//! database URL is a working registry.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// PostgreSQL connection URL (`BERTH_DATABASE_URL`).
+    pub database_url: Secret,
+    /// Upper bound on pooled PostgreSQL connections per gateway process.
+    pub database_max_connections: u32,
+    /// Root of everything the gateway keeps on local disk.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
+    pub delete: DeleteConfig,
+    pub uploads: UploadsConfig,
+    /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
+            database_url: Secret("postgres://postgres@127.0.0.1:5432/berth".to_owned()),
+            database_max_connections: 32,
+            data_dir: PathBuf::from("./var/data"),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
+            delete: DeleteConfig::default(),
+            uploads: UploadsConfig::default(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Blob directory; relative paths are under `data_dir`.
+    pub root: PathBuf,
+    /// fsync blobs and their directory before a push is acknowledged. Turning this off
+    /// risks losing acknowledged blobs on power loss (not on a process crash).
+    pub fsync: bool,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            root: PathBuf::from("storage"),
+            fsync: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest manifest accepted on PUT, in bytes.
+    pub manifest_max_bytes: usize,
+    /// Largest `n` honoured on tag and catalog listings; larger values are clamped.
+    pub page_max_entries: i64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            manifest_max_bytes: 4 * 1024 * 1024,
+            page_max_entries: 1000,
+        }
+    }
+}
+
+/// Which DELETE operations the registry allows; a disabled one answers `UNSUPPORTED`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeleteConfig {
+    pub manifests: bool,
+    pub tags: bool,
+    pub blobs: bool,
+}
+
+impl Default for DeleteConfig {
+    fn default() -> Self {
+        DeleteConfig {
+            manifests: true,
+            tags: true,
+            blobs: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsConfig {
+    /// An upload untouched for this long is expired and its data removed.
+    pub expire_after_secs: u64,
+    /// How often the gateway looks for expired uploads.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for UploadsConfig {
+    fn default() -> Self {
+        UploadsConfig {
+            expire_after_secs: 24 * 3600,
+            sweep_interval_secs: 600,
+        }
+    }
+}
+
+/// A string that never prints: connection URLs carry passwords.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the `BERTH_` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            .merge(Env::prefixed("BERTH_").ignore(&["config"]).split("__"))
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    pub fn storage_root(&self) -> PathBuf {
+        self.data_dir.join(&self.storage.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_environment_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "berth.toml",
+                r#"
+                listen = "127.0.0.1:6000"
+                [limits]
+                manifest_max_bytes = 1024
+                "#,
+            )?;
+            jail.set_env("BERTH_LIMITS__MANIFEST_MAX_BYTES", "2048");
+            jail.set_env("BERTH_DELETE__BLOBS", "false");
+            let config = Config::load(Some(Path::new("berth.toml"))).expect("config loads");
+            assert_eq!(config.listen.port(), 6000);
+            assert_eq!(config.limits.manifest_max_bytes, 2048);
+            assert!(!config.delete.blobs);
+            assert!(config.delete.tags);
+            assert_eq!(config.uploads.expire_after_secs, 86400);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("berth.toml", "lisen = \"127.0.0.1:1\"")?;
+            assert!(Config::load(Some(Path::new("berth.toml"))).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config {
+            database_url: Secret::new("postgres://u:hunter2@h/db"),
+            ..Config::default()
+        };
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,101 @@
+//! Berth's registry gateway: the OCI Distribution API on `/v2/`, served from PostgreSQL
+//! metadata and blob storage.
+//!
+//! The gateway is stateless apart from uploads' in-memory hashers, which are a cache: any
+//! replica can continue any upload. It must never run background jobs (replication,
+//! scanning, GC): those belong to the workers, reached through the event pipeline.
+
+pub mod config;
+pub mod error;
+pub mod state;
+pub mod v2;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use berth_content::metadata;
+use berth_content::storage::FilesystemStore;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::v2::uploads::UploadHashers;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot connect to PostgreSQL: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("cannot open blob storage at {path}: {source}")]
+    Storage {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Connects to PostgreSQL, applies migrations, opens storage: everything a gateway
+/// needs before it can answer a request.
+pub async fn build_state(config: Config) -> Result<AppState, StartError> {
+    let db = metadata::connect(
+        config.database_url.expose(),
+        config.database_max_connections,
+    )
+    .await?;
+    metadata::MIGRATOR.run(&db).await?;
+    let root = config.storage_root();
+    let storage = FilesystemStore::open(&root, config.storage.fsync).map_err(|source| {
+        StartError::Storage {
+            path: root.display().to_string(),
+            source,
+        }
+    })?;
+    Ok(AppState {
+        db,
+        storage: Arc::new(storage),
+        config: Arc::new(config),
+        hashers: Arc::new(UploadHashers::default()),
+    })
+}
+
+pub fn router(state: AppState) -> Router {
+    v2::router()
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish (up to the
+/// configured grace period) and stops background tasks.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = tokio::spawn(v2::uploads::sweep_expired(state.clone(), stop_rx.clone()));
+    let app = router(state);
+
+    let mut stopped = stop_rx.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let server = tokio::spawn(async move { server.await });
+    let result = tokio::select! {
+        result = server => result.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+        _ = async {
+            let _ = stopped.wait_for(|stop| *stop).await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_secs = grace.as_secs(), "in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    };
+    sweeper.abort();
+    result
+}

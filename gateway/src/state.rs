@@ -1,0 +1,21 @@
+//! What every handler shares: the database pool, blob storage, configuration and the
+//! in-memory hashers of uploads in progress.
+
+use std::sync::Arc;
+
+use berth_content::storage::BlobStore;
+use sqlx::PgPool;
+
+use crate::config::Config;
+use crate::v2::uploads::UploadHashers;
+
+#[derive(Clone)]
+pub struct AppState {
+    /// Metadata: repositories, manifests, tags, blobs, upload sessions.
+    pub db: PgPool,
+    /// Blob bytes.
+    pub storage: Arc<dyn BlobStore>,
+    pub config: Arc<Config>,
+    /// Hashers of chunked uploads in progress, so a PATCH never re-reads earlier chunks.
+    pub hashers: Arc<UploadHashers>,
+}

@@ -1,0 +1,24 @@
+//! Blob pull (GET/HEAD with Range) and delete.
+use axum::extract::Request;
+use axum::response::Response;
+use berth_content::{Digest, RepositoryName};
+
+use crate::error::{ErrorCode, RegistryError, RegistryResult};
+use crate::state::AppState;
+
+pub async fn get(
+    _state: AppState,
+    _name: RepositoryName,
+    _digest: Digest,
+    _req: Request,
+) -> RegistryResult<Response> {
+    Err(RegistryError::new(ErrorCode::Unsupported, "not yet"))
+}
+
+pub async fn delete(
+    _state: AppState,
+    _name: RepositoryName,
+    _digest: Digest,
+) -> RegistryResult<Response> {
+    Err(RegistryError::new(ErrorCode::Unsupported, "not yet"))
+}
