@@ -5,7 +5,11 @@
 //! transaction (`&mut *tx`) or alone on a pooled connection; which writes must commit
 //! together is the caller's decision, made visibly at the call site.
 
+pub mod blobs;
+pub mod manifests;
 pub mod repositories;
+pub mod tags;
+pub mod uploads;
 
 use std::time::Duration;
 

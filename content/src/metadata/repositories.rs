@@ -16,23 +16,6 @@ pub async fn find(
         .await
 }
 
-/// Returns the repository's id, creating it if needed. Safe under concurrent callers.
-pub async fn find_or_create(
-    conn: &mut PgConnection,
-    name: &RepositoryName,
-) -> Result<RepositoryId, sqlx::Error> {
-    // The no-op update makes RETURNING yield the row when it already exists, so one
-    // round trip serves both cases.
-    sqlx::query_scalar!(
-        r#"INSERT INTO repositories (name) VALUES ($1)
-           ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
-           RETURNING id"#,
-        name.as_str()
-    )
-    .fetch_one(conn)
-    .await
-}
-
 /// One page of repository names that hold at least one manifest, in lexical order,
 /// after `last` (exclusive).
 pub async fn list_with_content(
@@ -51,4 +34,38 @@ pub async fn list_with_content(
     )
     .fetch_all(conn)
     .await
+}
+
+/// Returns the repository's id, creating it if needed. Safe under concurrent callers,
+/// and takes no lock on the repository row, so transactions that go on to insert rows
+/// referencing it (manifests, tags, blob links) do not block each other.
+///
+/// The tempting one-statement upsert (`ON CONFLICT DO UPDATE SET name = EXCLUDED.name
+/// RETURNING id`) rewrites a unique column, which PostgreSQL treats as a key update: the
+/// row stays locked FOR UPDATE until commit and every other transaction's foreign-key
+/// check on it waits. Two concurrent pushes to a new repository then deadlock.
+pub async fn find_or_create(
+    conn: &mut PgConnection,
+    name: &RepositoryName,
+) -> Result<RepositoryId, sqlx::Error> {
+    if let Some(id) = find(&mut *conn, name).await? {
+        return Ok(id);
+    }
+    // DO NOTHING waits for a concurrent insert of the same name to finish; if that one
+    // committed, RETURNING is empty and the next statement (a new snapshot under READ
+    // COMMITTED) sees its row.
+    let inserted = sqlx::query_scalar!(
+        r#"INSERT INTO repositories (name) VALUES ($1)
+           ON CONFLICT (name) DO NOTHING
+           RETURNING id"#,
+        name.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => find(&mut *conn, name)
+            .await?
+            .ok_or(sqlx::Error::RowNotFound),
+    }
 }

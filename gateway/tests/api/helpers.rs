@@ -132,7 +132,8 @@ pub struct TestApp {
     pub db: PgPool,
     pub data_dir: TempDir,
     pub config: Config,
-    // Declared last: dropped after the pool closes.
+    // Declared last: dropped after the pool closes, which drops the database.
+    #[allow(dead_code)]
     pub database: TestDatabase,
 }
 
@@ -367,4 +368,249 @@ impl Drop for GatewayProcess {
 
 pub fn gateway_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth-gateway"))
+}
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+
+impl TestApp {
+    /// `GET /v2/<repo>/manifests/<reference>`.
+    pub async fn get_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`.
+    pub async fn head_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
+        self.client
+            .head(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE /v2/<repo>/manifests/<reference>`.
+    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// GETs `path` and returns the JSON body and the `rel="next"` link, asserting 200.
+    pub async fn get_page(&self, path: &str) -> (serde_json::Value, Option<String>) {
+        let response = self.client.get(self.url(path)).send().await.unwrap();
+        let status = response.status();
+        let link = next_link(&response);
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {text}");
+        (serde_json::from_str(&text).unwrap(), link)
+    }
+
+    /// Follows `rel="next"` links from `path` until they stop, returning each page's
+    /// `key` array (`tags` or `repositories`).
+    pub async fn walk_pages(&self, path: &str, key: &str) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            assert!(pages.len() < 1000, "pagination does not end");
+            let (body, link) = self.get_page(&path).await;
+            let entries = body[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key} is an array: {body}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            pages.push(entries);
+            next = link;
+        }
+        pages
+    }
+}
+
+/// The target of a `Link: <target>; rel="next"` header, if present.
+pub fn next_link(response: &reqwest::Response) -> Option<String> {
+    let link = response.headers().get("link")?.to_str().ok()?;
+    assert!(link.ends_with("rel=\"next\""), "unexpected Link: {link}");
+    let start = link.find('<')? + 1;
+    let end = link.find('>')?;
+    Some(link[start..end].to_owned())
+}
+
+/// An OCI index with no children: a manifest that needs no blobs, made unique by `nonce`.
+pub fn empty_index(nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [],
+        "annotations": {"test.nonce": nonce},
+    }))
+    .unwrap()
+}
+
+/// PUTs `bytes` as `media_type` and asserts 201; returns the manifest's digest.
+pub async fn put_ok(
+    app: &TestApp,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Digest {
+    let response = app.put_manifest(repo, reference, media_type, bytes).await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    assert_eq!(status, 201, "PUT {repo}:{reference}: {text}");
+    Digest::sha256_of(bytes)
+}
+
+/// The registry API by base URL, for gateways that are not a [`TestApp`] (a
+/// [`GatewayProcess`] that a test kills and restarts) and for uploads driven step by step.
+#[derive(Clone)]
+pub struct RegistryClient {
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+}
+
+impl RegistryClient {
+    pub fn new(address: &str) -> RegistryClient {
+        RegistryClient {
+            client: reqwest::Client::new(),
+            address: address.to_owned(),
+        }
+    }
+
+    /// `path` may be a path (`/v2/…`) or an absolute URL from a `Location` header.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.address, path)
+        }
+    }
+
+    /// Monolithic `POST …/blobs/uploads/?digest=`; asserts 201 and returns the digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let response = self
+            .client
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
+            .header("Content-Type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 201, "monolithic push of {digest}: {text}");
+        digest
+    }
+
+    /// `POST …/blobs/uploads/`; asserts 202 and returns the `Location` as a path (with
+    /// its query), so that it stays usable when the gateway restarts on another port.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let response = self
+            .client
+            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let location = location_path(&response);
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 202, "start upload in {repo}: {text}");
+        location.unwrap_or_else(|| panic!("start upload in {repo}: no Location"))
+    }
+
+    /// `PATCH` of the chunk that starts at `start`; asserts 202 and that the upload now
+    /// holds `0..start+len`, and returns the next `Location` as a path.
+    pub async fn patch_chunk(&self, location: &str, start: usize, chunk: &[u8]) -> String {
+        let end = start + chunk.len() - 1;
+        let response = self
+            .client
+            .patch(self.url(location))
+            .header("Content-Type", "application/octet-stream")
+            .header("Content-Range", format!("{start}-{end}"))
+            .body(chunk.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let range = response
+            .headers()
+            .get("range")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let next = location_path(&response);
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 202, "PATCH {location} {start}-{end}: {text}");
+        assert_eq!(range.as_deref(), Some(format!("0-{end}").as_str()), "Range");
+        next.unwrap_or_else(|| panic!("PATCH {location}: no Location"))
+    }
+
+    /// `PUT <location>?digest=` with an optional last chunk; the response, for assertions.
+    pub async fn complete_upload(
+        &self,
+        location: &str,
+        digest: &Digest,
+        body: &[u8],
+    ) -> reqwest::Response {
+        let separator = if location.contains('?') { '&' } else { '?' };
+        self.client
+            .put(self.url(&format!("{location}{separator}digest={digest}")))
+            .header("Content-Type", "application/octet-stream")
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A chunked upload (POST, one PATCH per `chunk_size`, PUT); asserts 201.
+    pub async fn push_chunked(&self, repo: &str, bytes: &[u8], chunk_size: usize) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let mut location = self.start_upload(repo).await;
+        for (i, chunk) in bytes.chunks(chunk_size).enumerate() {
+            location = self.patch_chunk(&location, i * chunk_size, chunk).await;
+        }
+        let response = self.complete_upload(&location, &digest, &[]).await;
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 201, "chunked push of {digest}: {text}");
+        digest
+    }
+
+    /// `PUT …/manifests/<reference>`; the response, for assertions.
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
+            .header("Content-Type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// A response's `Location` without scheme and host.
+pub fn location_path(response: &reqwest::Response) -> Option<String> {
+    let location = response.headers().get("location")?.to_str().ok()?;
+    if location.starts_with("http://") || location.starts_with("https://") {
+        let url = url::Url::parse(location).ok()?;
+        Some(match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        })
+    } else {
+        Some(location.to_owned())
+    }
 }

@@ -2,4 +2,15 @@
 //! One test binary with a module per area, sharing the harness in `helpers`.
 
 mod base;
+mod blobs;
+mod catalog;
+mod concurrency;
+mod crash;
 mod helpers;
+mod interop;
+mod manifests;
+mod oci_layout;
+mod referrers;
+mod skopeo;
+mod tags;
+mod uploads;

@@ -1,0 +1,69 @@
+//! Tags: movable names for manifests within a repository.
+//!
+//! A tag row points at a manifest row; deleting the manifest deletes its tags (ON DELETE
+//! CASCADE), so a tag never dangles.
+
+use sqlx::PgConnection;
+
+use crate::metadata::manifests::ManifestId;
+use crate::metadata::repositories::RepositoryId;
+use crate::name::{RepositoryName, Tag};
+
+/// Points `tag` at `manifest`, creating or moving it.
+pub async fn set(
+    conn: &mut PgConnection,
+    repository_id: RepositoryId,
+    tag: &Tag,
+    manifest: ManifestId,
+) -> Result<(), sqlx::Error> {
+    // Concurrent pushes to one tag serialise on the row: each waits for the previous to
+    // commit and then overwrites it, so the last to commit wins and none fails.
+    sqlx::query!(
+        r#"INSERT INTO tags (repository_id, name, manifest_id) VALUES ($1, $2, $3)
+           ON CONFLICT (repository_id, name)
+           DO UPDATE SET manifest_id = EXCLUDED.manifest_id, updated_at = now()"#,
+        repository_id,
+        tag.as_str(),
+        manifest
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Deletes a tag, leaving its manifest. Returns whether the tag existed.
+pub async fn delete(
+    conn: &mut PgConnection,
+    repository: &RepositoryName,
+    tag: &Tag,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        r#"DELETE FROM tags t USING repositories r
+           WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2"#,
+        repository.as_str(),
+        tag.as_str()
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// One page of a repository's tags in lexical (byte) order, after `last` (exclusive).
+pub async fn list(
+    conn: &mut PgConnection,
+    repository_id: RepositoryId,
+    last: Option<&str>,
+    limit: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT name FROM tags
+           WHERE repository_id = $1 AND ($2::text IS NULL OR name > $2)
+           ORDER BY name
+           LIMIT $3"#,
+        repository_id,
+        last,
+        limit
+    )
+    .fetch_all(conn)
+    .await
+}

@@ -1,0 +1,194 @@
+//! Runs every loadtest scenario, at toy sizes, against Debian's docker-registry on a
+//! loopback port, and checks the failure path and the report. Skipped (with a
+//! message) where docker-registry is not installed.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+struct Registry {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn docker_registry() -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("docker-registry"))
+        .find(|p| p.is_file())
+}
+
+fn start(bin: &Path) -> Registry {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    let child = Command::new(bin)
+        .arg("serve")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "docker-registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Registry {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    }
+}
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn scenarios_against_docker_registry() {
+    let Some(bin) = docker_registry() else {
+        eprintln!("skipping: docker-registry is not installed");
+        return;
+    };
+    let reg = start(&bin);
+    let pid = reg.child.id().to_string();
+    let out = loadtest(&[
+        "all",
+        "--target",
+        &reg.url,
+        "--repo",
+        "lt/test",
+        "--size-mib",
+        "3",
+        "--chunk-mib",
+        "1",
+        "--count",
+        "6",
+        "--concurrency",
+        "3",
+        "--duration-secs",
+        "1",
+        "--watch-pid",
+        &pid,
+        "--json",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest failed:\n{stderr}");
+    let recs: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let names: Vec<&str> = recs
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "push-blob",
+            "pull-blob",
+            "chunked-upload",
+            "push-images",
+            "get-manifest",
+            "head-blob",
+            "concurrent-push"
+        ]
+    );
+    let f = |i: usize, k: &str| {
+        recs[i][k]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{k} in {}", recs[i]))
+    };
+    assert!(f(0, "mib_per_s") > 0.0);
+    assert!(f(1, "mib_per_s") > 0.0);
+    assert_eq!(recs[1]["verified"], true);
+    assert_eq!(recs[2]["chunks"], 3);
+    assert!(f(3, "images_per_s") > 0.0);
+    assert_eq!(recs[3]["count"], 6);
+    assert!(f(3, "p99_ms") >= f(3, "p50_ms"));
+    for i in [4, 5] {
+        assert!(f(i, "req_per_s") > 0.0);
+        assert!(f(i, "requests") > 0.0);
+        assert!(f(i, "p99_ms") >= f(i, "p50_ms"));
+        assert_eq!(recs[i]["concurrency"], 3);
+    }
+    assert!(f(6, "vmhwm_mib") > 1.0);
+    assert_eq!(
+        stderr.lines().count(),
+        7,
+        "one human line per scenario:\n{stderr}"
+    );
+
+    // The report of a registry against itself: every ratio is 1.
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("r.jsonl");
+    std::fs::write(&results, stdout.as_bytes()).unwrap();
+    let r = results.to_str().unwrap();
+    let out = loadtest(&["report", "--berth", r, "--baseline", r]);
+    assert!(out.status.success());
+    let md = String::from_utf8_lossy(&out.stdout);
+    assert!(md.starts_with("| scenario | metric | Berth | docker-registry | ratio |"));
+    assert!(md.contains("| pull 3 MiB blob | MiB/s |"), "{md}");
+    assert!(md.contains("| 1.00× | ≥ 1.5× | **no** |"), "{md}");
+
+    // Unexpected answers fail loudly, with the registry's body in the message.
+    let out = loadtest(&[
+        "push-blob",
+        "--target",
+        &reg.url,
+        "--repo",
+        "Bad_Repo",
+        "--size-mib",
+        "1",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("expected 202 Accepted, got 404"), "{err}");
+    assert!(err.contains("page not found"), "{err}");
+}
+
+#[test]
+fn unreachable_target_fails() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = loadtest(&["head-blob", "--target", &format!("http://127.0.0.1:{port}")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a registry listening"));
+    let out = loadtest(&["no-such-scenario"]);
+    assert!(!out.status.success());
+}

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# scripts/up.sh: start the whole system locally, in the background (`make up`).
+#
+# PostgreSQL (./var/postgres on 127.0.0.1:$DEV_PG_PORT, default 54329) unless
+# DATABASE_URL is set; NATS (./var/nats, 127.0.0.1:54222) unless NATS_URL is set; then
+# the release gateway on $BERTH_LISTEN (default 127.0.0.1:5000) with its blobs in
+# ./var/data, log in ./var/gateway.log, pid in ./var/gateway.pid. Running it again
+# rebuilds and restarts the gateway. Other BERTH_* variables reach the gateway as its
+# configuration. `make down` stops it all.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+at_exit :
+
+"$ROOT/scripts/deps.sh" up
+
+step "PostgreSQL"
+if [ -n "${DATABASE_URL:-}" ]; then
+    db_url="$DATABASE_URL"
+    note "using DATABASE_URL (an existing server; nothing started)"
+else
+    db_url="$("$ROOT/scripts/postgres.sh" start postgres "${DEV_PG_PORT:-54329}")"
+fi
+
+step "NATS"
+[ -z "${NATS_URL:-}" ] || note "using NATS_URL (an existing server; nothing started)"
+nats_url="$("$ROOT/scripts/nats.sh" start)"
+
+step "cargo build --release -p berth-gateway"
+# The committed .sqlx/ data, not whatever DATABASE_URL points at, checks the queries.
+SQLX_OFFLINE=true cargo build --release -p berth-gateway
+bin="$(target_dir)/release/berth-gateway"
+
+step "gateway"
+listen="${BERTH_LISTEN:-127.0.0.1:5000}"
+port="${listen##*:}"
+host="${listen%:*}"
+case "$host" in 0.0.0.0 | "[::]" | "") host=127.0.0.1 ;; esac
+base="http://$host:$port"
+pidfile="$VAR/gateway.pid"
+log="$VAR/gateway.log"
+
+pid_alive "$pidfile" berth-gateway && stop_pidfile "$pidfile" berth-gateway 35
+port_open "$port" && die "$listen is taken by another process; stop it or set BERTH_LISTEN"
+mkdir -p "$VAR/data"
+note "starting $bin on $listen (log: $log)"
+printf '\n--- %s make up\n' "$(date -Is)" >>"$log"
+first_line="$(($(wc -l <"$log") + 1))"
+# What this start wrote to the log: its first lines hold the error, not a backtrace.
+show_log() { tail -n +"$first_line" "$log" | head -n 40 >&2; }
+# setsid: the gateway outlives the make that started it. Without job control the
+# child is no group leader, so setsid execs in place and $! is the gateway's pid.
+BERTH_LISTEN="$listen" BERTH_DATABASE_URL="$db_url" BERTH_DATA_DIR="$VAR/data" \
+    setsid "$bin" </dev/null >>"$log" 2>&1 &
+echo $! >"$pidfile"
+
+# /v2/ answers 200 now, and 401 once authentication is on: either means ready.
+ready=""
+for ((i = 0; i < 600; i++)); do
+    # No program check here: until setsid has exec'd, the pid is still a bash fork.
+    if ! pid_alive "$pidfile"; then
+        show_log
+        die "the gateway exited during start-up (log above: $log)"
+    fi
+    code="$(curl -s -m 2 -o /dev/null -w '%{http_code}' "$base/v2/" || true)"
+    if [ "$code" = 200 ] || [ "$code" = 401 ]; then
+        ready=1
+        break
+    fi
+    sleep 0.1
+done
+if [ -z "$ready" ]; then
+    show_log
+    die "the gateway did not answer $base/v2/ within 60s (log above: $log)"
+fi
+
+"$ROOT/scripts/demo-image.sh" "$VAR/demo-image"
+cat <<EOF
+
+Berth is up.
+  registry    $base   (plain HTTP: tell clients it is insecure)
+  PostgreSQL  $db_url
+  NATS        $nats_url
+  logs        ./var/gateway.log  ./var/postgres.log  ./var/nats.log
+
+Push a small demo image (an OCI layout just written to ./var/demo-image) and read it back:
+  skopeo copy --dest-tls-verify=false oci:./var/demo-image:latest docker://$host:$port/library/demo:latest
+  skopeo inspect --tls-verify=false docker://$host:$port/library/demo:latest
+  curl -s $base/v2/library/demo/tags/list
+
+Any other image works the same way, e.g. from a docker-archive:
+  skopeo copy --dest-tls-verify=false docker-archive:./image.tar docker://$host:$port/myproject/app:1.0
+
+Stop everything: make down
+EOF
