@@ -26,7 +26,7 @@ const REPO: &str = "crash/app";
 
 /// Writes a request head and the first part of its body on a new connection, and
 /// returns the connection: the rest of the body never comes.
-async fn stalled_request(
+pub(crate) async fn stalled_request(
     host: &str,
     method: &str,
     path: &str,
@@ -52,7 +52,7 @@ async fn stalled_request(
 }
 
 /// Bytes in upload staging files: how the test sees that stalled bodies have arrived.
-fn staged_bytes(data_dir: &Path) -> u64 {
+pub(crate) fn staged_bytes(data_dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(data_dir.join("storage/uploads")) else {
         return 0;
     };

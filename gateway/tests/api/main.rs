@@ -11,6 +11,7 @@ mod interop;
 mod manifests;
 mod oci_layout;
 mod referrers;
+mod shutdown;
 mod skopeo;
 mod tags;
 mod uploads;
