@@ -5,7 +5,7 @@ use crate::helpers::{assert_oci_error, TestApp};
 #[tokio::test]
 async fn version_check_answers_with_the_api_version_header() {
     let app = TestApp::spawn().await;
-    let response = app.client.get(app.url("/v2/")).send().await.unwrap();
+    let response = app.get("/v2/").await;
     assert_eq!(response.status(), 200);
     assert_eq!(
         response.headers()["docker-distribution-api-version"],
@@ -16,12 +16,7 @@ async fn version_check_answers_with_the_api_version_header() {
 #[tokio::test]
 async fn unknown_routes_and_methods_get_oci_errors() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(app.url("/v2/a/nonsense/op"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/a/nonsense/op").await;
     assert_oci_error(response, 404, "NAME_UNKNOWN").await;
     let response = app
         .client
@@ -30,11 +25,6 @@ async fn unknown_routes_and_methods_get_oci_errors() {
         .await
         .unwrap();
     assert_oci_error(response, 405, "UNSUPPORTED").await;
-    let response = app
-        .client
-        .get(app.url("/v2/UPPER/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/UPPER/tags/list").await;
     assert_oci_error(response, 400, "NAME_INVALID").await;
 }

@@ -20,12 +20,7 @@ async fn catalog_lists_repositories_with_manifests_in_byte_order() {
     let app = app_with_repositories().await;
     // A repository that only ever had its manifest deleted is left out.
     let digest = put_ok(&app, "gone", "t", OCI_INDEX, &empty_index("gone")).await;
-    assert_eq!(
-        app.delete_manifest("gone", &digest.to_string())
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(app.delete_manifest("gone", &digest).await.status(), 202);
     let (body, link) = app.get_page("/v2/_catalog").await;
     assert_eq!(body, json!({"repositories": REPOSITORIES}));
     assert_eq!(link, None);
@@ -51,12 +46,7 @@ async fn walking_the_catalog_visits_every_repository_once() {
     assert_eq!(pages.concat(), REPOSITORIES);
 
     // The link carries n and the last name (URL-encoded, since names contain '/').
-    let response = app
-        .client
-        .get(app.url("/v2/_catalog?n=3"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/_catalog?n=3").await;
     assert_eq!(
         response.headers()["link"],
         "</v2/_catalog?n=3&last=a%2Fb>; rel=\"next\""
@@ -66,28 +56,20 @@ async fn walking_the_catalog_visits_every_repository_once() {
 #[tokio::test]
 async fn catalog_pagination_edges() {
     let app = app_with_repositories().await;
-    let (body, link) = app.get_page("/v2/_catalog?n=0").await;
-    assert_eq!(body["repositories"], json!([]));
-    assert_eq!(link, None);
-    let (body, link) = app.get_page("/v2/_catalog?last=a/b").await;
-    assert_eq!(body["repositories"], json!(["a/b/c", "a_b", "ab"]));
-    assert_eq!(link, None);
-    let (body, link) = app.get_page("/v2/_catalog?last=zzz").await;
-    assert_eq!(body["repositories"], json!([]));
-    assert_eq!(link, None);
-    let (body, link) = app.get_page("/v2/_catalog?n=6").await;
-    assert_eq!(body["repositories"], json!(REPOSITORIES));
-    assert_eq!(link, None);
-    let (body, link) = app.get_page("/v2/_catalog?n=1000000").await;
-    assert_eq!(body["repositories"], json!(REPOSITORIES));
-    assert_eq!(link, None);
+    // Pages that are the last: their list, and no link.
+    for (query, expected) in [
+        ("?n=0", json!([])),
+        ("?last=a/b", json!(["a/b/c", "a_b", "ab"])),
+        ("?last=zzz", json!([])),
+        ("?n=6", json!(REPOSITORIES)),
+        ("?n=1000000", json!(REPOSITORIES)),
+    ] {
+        let (body, link) = app.get_page(&format!("/v2/_catalog{query}")).await;
+        assert_eq!(body["repositories"], expected, "{query}");
+        assert_eq!(link, None, "{query}");
+    }
     for n in ["-5", "many"] {
-        let response = app
-            .client
-            .get(app.url(&format!("/v2/_catalog?n={n}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/v2/_catalog?n={n}")).await;
         assert_oci_error(response, 400, "SIZE_INVALID").await;
     }
 }

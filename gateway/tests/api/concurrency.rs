@@ -9,7 +9,9 @@ use std::sync::Arc;
 use berth_content::Digest;
 use tokio::sync::Barrier;
 
-use crate::helpers::{random_bytes, RegistryClient, TestApp, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST};
+use crate::helpers::{
+    config_blob, manifest_over, put_ok, random_bytes, RegistryClient, TestApp, OCI_MANIFEST,
+};
 
 const CLIENTS: usize = 16;
 
@@ -28,15 +30,7 @@ async fn push(client: &RegistryClient, repo: &str, bytes: &[u8], kind: PushKind)
     match kind {
         PushKind::Monolithic => client.push_blob(repo, bytes).await,
         PushKind::Chunked => client.push_chunked(repo, bytes, 700 * 1024).await,
-        PushKind::PostPut => {
-            let digest = Digest::sha256_of(bytes);
-            let location = client.start_upload(repo).await;
-            let response = client.complete_upload(&location, &digest, bytes).await;
-            let status = response.status();
-            let text = response.text().await.unwrap();
-            assert_eq!(status, 201, "POST+PUT of {digest}: {text}");
-            digest
-        }
+        PushKind::PostPut => client.push_post_put(repo, bytes).await,
     }
 }
 
@@ -87,23 +81,10 @@ async fn sixteen_clients_pushing_the_same_blob_all_succeed_and_store_it_once() {
     assert_eq!(links, 2, "one link per repository");
 
     for repo in repos {
-        let response = app
-            .client
-            .get(app.url(&format!("/v2/{repo}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body = response.bytes().await.unwrap();
-        assert!(body[..] == blob[..], "GET {repo} blob: other bytes");
+        app.assert_blob(repo, &digest, &blob).await;
     }
     // Storage holds the blob once, with the right content.
-    let path = app
-        .data_dir
-        .path()
-        .join("storage/blobs/sha256")
-        .join(&digest.hex()[..2])
-        .join(digest.hex());
+    let path = app.blob_file(&digest);
     let stored = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(stored == blob[..], "the stored file differs");
 }
@@ -117,21 +98,12 @@ async fn sixteen_manifests_pushed_to_one_tag_at_once_leave_it_on_one_complete_ma
     let layer_digest = client.push_blob(repo, &layer).await;
     let mut manifests = Vec::new();
     for i in 0..CLIENTS {
-        let config = serde_json::to_vec(&serde_json::json!({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": []},
-            "client": i,
-        }))
-        .unwrap();
+        let config = config_blob(&format!("client {i}"));
         let config_digest = client.push_blob(repo, &config).await;
-        let manifest = serde_json::to_vec(&serde_json::json!({
-            "schemaVersion": 2,
-            "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-            "layers": [{"mediaType": OCI_LAYER, "digest": layer_digest.to_string(), "size": layer.len()}],
-        }))
-        .unwrap();
-        manifests.push(manifest);
+        manifests.push(manifest_over(
+            &(config_digest, config.len()),
+            &[(layer_digest.clone(), layer.len())],
+        ));
     }
     let digests: BTreeSet<Digest> = manifests.iter().map(|m| Digest::sha256_of(m)).collect();
     assert_eq!(digests.len(), CLIENTS);
@@ -143,20 +115,7 @@ async fn sixteen_manifests_pushed_to_one_tag_at_once_leave_it_on_one_complete_ma
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            let response = client
-                .put_manifest(repo, "latest", OCI_MANIFEST, &manifest)
-                .await;
-            let status = response.status();
-            let header = response
-                .headers()
-                .get("docker-content-digest")
-                .map(|v| v.to_str().unwrap().to_owned());
-            let text = response.text().await.unwrap();
-            assert_eq!(status, 201, "PUT latest: {text}");
-            assert_eq!(
-                header.as_deref(),
-                Some(Digest::sha256_of(&manifest).to_string().as_str())
-            );
+            put_ok(&client, repo, "latest", OCI_MANIFEST, &manifest).await;
         }));
     }
     for task in tasks {
@@ -164,28 +123,9 @@ async fn sixteen_manifests_pushed_to_one_tag_at_once_leave_it_on_one_complete_ma
     }
 
     // The tag points at one of the sixteen, served whole under its own digest.
-    let response = app
-        .client
-        .get(app.url(&format!("/v2/{repo}/manifests/latest")))
-        .header("Accept", OCI_MANIFEST)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let header = Digest::parse(
-        response.headers()["docker-content-digest"]
-            .to_str()
-            .unwrap(),
-    )
-    .unwrap();
-    let body = response.bytes().await.unwrap();
-    assert_eq!(
-        Digest::sha256_of(&body),
-        header,
-        "latest: body and digest disagree"
-    );
+    let (latest, _, _) = app.pull_manifest(repo, "latest").await;
     assert!(
-        digests.contains(&header),
+        digests.contains(&latest),
         "latest points at no pushed manifest"
     );
     let tag_rows: i64 = sqlx::query_scalar(
@@ -204,14 +144,7 @@ async fn sixteen_manifests_pushed_to_one_tag_at_once_leave_it_on_one_complete_ma
         .iter()
         .zip(manifests.iter().map(|m| Digest::sha256_of(m)))
     {
-        let response = app
-            .client
-            .get(app.url(&format!("/v2/{repo}/manifests/{digest}")))
-            .header("Accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "GET {digest}");
-        assert!(response.bytes().await.unwrap()[..] == manifest[..]);
+        let (_, _, body) = app.pull_manifest(repo, &digest).await;
+        assert!(body == *manifest, "GET {digest}: other bytes");
     }
 }

@@ -17,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::helpers::{
-    assert_oci_error, location_path, random_bytes, GatewayProcess, RegistryClient, TestDatabase,
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    assert_oci_error, config_blob, location_path, manifest_over, put_ok, random_bytes, with_query,
+    GatewayProcess, RegistryClient, TestDatabase, OCI_INDEX, OCI_MANIFEST,
 };
 
 const MIB: usize = 1024 * 1024;
@@ -63,25 +63,16 @@ pub(crate) fn staged_bytes(data_dir: &Path) -> u64 {
         .sum()
 }
 
-/// An image manifest over blobs already pushed.
-fn manifest_over(config: &(Digest, usize), layers: &[(Digest, usize)]) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
-        "layers": layers.iter().map(|(d, s)| serde_json::json!({
-            "mediaType": OCI_LAYER, "digest": d.to_string(), "size": s,
-        })).collect::<Vec<_>>(),
-    }))
-    .unwrap()
-}
-
-fn config_blob(nonce: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": []}, "nonce": nonce,
-    }))
-    .unwrap()
+/// Pushes a new config made unique by `nonce`; returns an image manifest over it and
+/// `layer`, a blob already pushed.
+async fn manifest_with_new_config(
+    registry: &RegistryClient,
+    nonce: &str,
+    layer: &(Digest, usize),
+) -> Vec<u8> {
+    let config = config_blob(nonce);
+    let config_digest = registry.push_blob(REPO, &config).await;
+    manifest_over(&(config_digest, config.len()), std::slice::from_ref(layer))
 }
 
 /// A chunked upload left with some chunks accepted when the gateway died.
@@ -97,7 +88,7 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
     let database = TestDatabase::create().await;
     let data_dir = tempfile::tempdir().unwrap();
     let mut gateway = GatewayProcess::start(&database.url, data_dir.path()).await;
-    let registry = RegistryClient::new(&gateway.address);
+    let registry = gateway.registry();
 
     // --- Completed before the kill -------------------------------------------------
     let mut completed_blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
@@ -108,13 +99,7 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
     let chunked = random_bytes(2 * MIB + MIB / 2);
     completed_blobs.insert(registry.push_chunked(REPO, &chunked, MIB).await, chunked);
     let post_put = random_bytes(MIB);
-    let post_put_digest = Digest::sha256_of(&post_put);
-    let location = registry.start_upload(REPO).await;
-    let response = registry
-        .complete_upload(&location, &post_put_digest, &post_put)
-        .await;
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    completed_blobs.insert(post_put_digest, post_put);
+    completed_blobs.insert(registry.push_post_put(REPO, &post_put).await, post_put);
 
     // Two tagged images and an index over them.
     let mut completed_manifests: Vec<(String, Digest, Vec<u8>)> = Vec::new();
@@ -131,11 +116,7 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         }
         let manifest = manifest_over(&(config_digest, config.len()), &layers);
         let tag = format!("done-{i}");
-        let response = registry
-            .put_manifest(REPO, &tag, OCI_MANIFEST, &manifest)
-            .await;
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        let digest = Digest::sha256_of(&manifest);
+        let digest = put_ok(&registry, REPO, &tag, OCI_MANIFEST, &manifest).await;
         let architecture = ["amd64", "arm64"][i];
         image_descriptors.push(serde_json::json!({
             "mediaType": OCI_MANIFEST, "digest": digest.to_string(), "size": manifest.len(),
@@ -147,11 +128,8 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": image_descriptors,
     }))
     .unwrap();
-    let response = registry
-        .put_manifest(REPO, "done-index", OCI_INDEX, &index)
-        .await;
-    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-    completed_manifests.push(("done-index".into(), Digest::sha256_of(&index), index));
+    let digest = put_ok(&registry, REPO, "done-index", OCI_INDEX, &index).await;
+    completed_manifests.push(("done-index".into(), digest, index));
 
     // --- In flight at the kill -----------------------------------------------------
     let mut stalled = Vec::new();
@@ -186,12 +164,11 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         let bytes = random_bytes(3 * MIB);
         let digest = Digest::sha256_of(&bytes);
         let location = registry.start_upload(REPO).await;
-        let separator = if location.contains('?') { '&' } else { '?' };
         stalled.push(
             stalled_request(
                 &gateway.host,
                 "PUT",
-                &format!("{location}{separator}digest={digest}"),
+                &with_query(&location, &format!("digest={digest}")),
                 "application/octet-stream",
                 &[],
                 &bytes,
@@ -209,7 +186,7 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         let mut location = registry.start_upload(REPO).await;
         for c in 0..accepted_chunks {
             location = registry
-                .patch_chunk(&location, c * MIB, &content[c * MIB..(c + 1) * MIB])
+                .patch_chunk_ok(&location, c * MIB, &content[c * MIB..(c + 1) * MIB])
                 .await;
         }
         let accepted = accepted_chunks * MIB;
@@ -240,20 +217,15 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         });
     }
     // Manifest pushes stalled mid-body, over complete blobs.
-    let layer_digest = completed_blobs
+    let layer = completed_blobs
         .iter()
         .find(|(_, b)| b.len() == 100_000)
-        .map(|(d, _)| d.clone())
+        .map(|(d, b)| (d.clone(), b.len()))
         .unwrap();
     let mut stalled_manifests = Vec::new();
     for i in 0..2 {
-        let config = config_blob(&format!("stalled-{i}"));
-        let config_digest = registry.push_blob(REPO, &config).await;
-        let manifest = manifest_over(
-            &(config_digest, config.len()),
-            &[(layer_digest.clone(), 100_000)],
-        );
         let tag = format!("stalled-{i}");
+        let manifest = manifest_with_new_config(&registry, &tag, &layer).await;
         stalled.push(
             stalled_request(
                 &gateway.host,
@@ -272,29 +244,16 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
     // acknowledged with 201 before the kill must survive it.
     let mut racing_manifests = Vec::new();
     for i in 0..4 {
-        let config = config_blob(&format!("racing-{i}"));
-        let config_digest = registry.push_blob(REPO, &config).await;
-        let manifest = manifest_over(
-            &(config_digest, config.len()),
-            &[(layer_digest.clone(), 100_000)],
-        );
         let tag = format!("racing-{i}");
-        let request = registry
-            .client
-            .put(registry.url(&format!("/v2/{REPO}/manifests/{tag}")))
-            .header("Content-Type", OCI_MANIFEST)
-            .body(manifest.clone());
+        let manifest = manifest_with_new_config(&registry, &tag, &layer).await;
+        let request = registry.put_manifest_request(REPO, &tag, OCI_MANIFEST, &manifest);
         racing_manifests.push((tag, manifest, tokio::spawn(acknowledged(request))));
     }
     let mut racing_blobs = Vec::new();
     for _ in 0..3 {
         let bytes = random_bytes(6 * MIB);
         let digest = Digest::sha256_of(&bytes);
-        let request = registry
-            .client
-            .post(registry.url(&format!("/v2/{REPO}/blobs/uploads/?digest={digest}")))
-            .header("Content-Type", "application/octet-stream")
-            .body(bytes.clone());
+        let request = registry.post_blob_request(REPO, &digest, &bytes);
         racing_blobs.push((digest, bytes, tokio::spawn(acknowledged(request))));
     }
 
@@ -327,81 +286,38 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         racing_blob_acks.push((digest, bytes, racer.await.unwrap()));
     }
     let gateway = GatewayProcess::start(&database.url, data_dir.path()).await;
-    let registry = RegistryClient::new(&gateway.address);
-    let client = &registry.client;
+    let registry = gateway.registry();
 
     // Every completed blob is intact.
     for (digest, bytes) in &completed_blobs {
-        let response = client
-            .get(registry.url(&format!("/v2/{REPO}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            200,
-            "completed blob {digest} after restart"
-        );
-        let body = response.bytes().await.unwrap();
-        assert!(
-            body[..] == bytes[..],
-            "completed blob {digest} has other bytes"
-        );
+        registry.assert_blob(REPO, digest, bytes).await;
     }
     // Every completed manifest is intact, by tag and by digest.
     for (tag, digest, bytes) in &completed_manifests {
         for reference in [tag.clone(), digest.to_string()] {
-            let (served_digest, body) = get_manifest(&registry, &reference).await;
-            assert_eq!(served_digest.as_ref(), Some(digest), "{reference}");
+            let (served_digest, _, body) = registry.pull_manifest(REPO, &reference).await;
+            assert_eq!(&served_digest, digest, "{reference}");
             assert!(body == *bytes, "{reference}: other bytes");
         }
     }
     // No stalled blob is visible.
     for digest in &stalled_blobs {
-        let response = client
-            .head(registry.url(&format!("/v2/{REPO}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            response.status(),
+            registry.head_blob(REPO, digest).await.status(),
             404,
             "interrupted upload of {digest} is visible"
         );
     }
     // No stalled manifest is visible, by tag or by digest.
     for (tag, digest) in &stalled_manifests {
-        let response = client
-            .get(registry.url(&format!("/v2/{REPO}/manifests/{tag}")))
-            .send()
-            .await
-            .unwrap();
-        assert_oci_error(response, 404, "MANIFEST_UNKNOWN").await;
-        let response = client
-            .head(registry.url(&format!("/v2/{REPO}/manifests/{digest}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            404,
-            "interrupted manifest {digest} is visible"
-        );
+        registry.assert_no_manifest(REPO, tag).await;
+        registry.assert_no_manifest(REPO, digest).await;
     }
     // A racing manifest landed whole with its tag, or not at all; acknowledged, it landed.
     for (tag, manifest, acknowledged) in &racing_manifest_acks {
         let digest = Digest::sha256_of(manifest);
-        let by_tag = client
-            .get(registry.url(&format!("/v2/{REPO}/manifests/{tag}")))
-            .header("Accept", OCI_MANIFEST)
-            .send()
-            .await
-            .unwrap();
-        let by_digest = client
-            .head(registry.url(&format!("/v2/{REPO}/manifests/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let by_tag = registry.get_manifest(REPO, tag).await;
+        let by_digest = registry.head_manifest(REPO, &digest).await;
         eprintln!(
             "crash: racing manifest {tag} acknowledged: {acknowledged}, after the restart: {}",
             by_tag.status()
@@ -436,11 +352,7 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
     }
     // A racing blob landed whole or not at all; acknowledged, it landed.
     for (digest, bytes, acknowledged) in &racing_blob_acks {
-        let response = client
-            .get(registry.url(&format!("/v2/{REPO}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
+        let response = registry.get_blob(REPO, digest).await;
         eprintln!(
             "crash: racing blob {digest} acknowledged: {acknowledged}, after the restart: {}",
             response.status()
@@ -457,21 +369,12 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
     // Interrupted chunked uploads resume from exactly what was accepted, or are gone.
     for upload in &open_uploads {
         let digest = Digest::sha256_of(&upload.content);
-        let response = client
-            .head(registry.url(&format!("/v2/{REPO}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
         assert_eq!(
-            response.status(),
+            registry.head_blob(REPO, &digest).await.status(),
             404,
             "unfinished upload {digest} is visible"
         );
-        let status = client
-            .get(registry.url(&upload.location))
-            .send()
-            .await
-            .unwrap();
+        let status = registry.upload_status(&upload.location).await;
         if status.status() == 404 {
             assert_oci_error(status, 404, "BLOB_UPLOAD_UNKNOWN").await;
             eprintln!(
@@ -502,21 +405,16 @@ async fn a_killed_gateway_loses_no_completed_push_and_shows_no_partial_one() {
         );
         let location = location_path(&status).unwrap_or_else(|| upload.location.clone());
         let location = registry
-            .patch_chunk(
+            .patch_chunk_ok(
                 &location,
                 upload.accepted,
                 &upload.content[upload.accepted..],
             )
             .await;
-        let response = registry.complete_upload(&location, &digest, &[]).await;
-        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
-        let response = client
-            .get(registry.url(&format!("/v2/{REPO}/blobs/{digest}")))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        assert!(response.bytes().await.unwrap()[..] == upload.content[..]);
+        registry
+            .complete_upload_ok(REPO, &location, &digest, &[])
+            .await;
+        registry.assert_blob(REPO, &digest, &upload.content).await;
     }
 
     // Storage: every blob file hashes to its name; every blob row has its file.
@@ -572,32 +470,4 @@ async fn acknowledged(request: reqwest::RequestBuilder) -> bool {
         Ok(response) => response.status() == 201,
         Err(_) => false,
     }
-}
-
-async fn get_manifest(registry: &RegistryClient, reference: &str) -> (Option<Digest>, Vec<u8>) {
-    let response = registry
-        .client
-        .get(registry.url(&format!("/v2/{REPO}/manifests/{reference}")))
-        .header("Accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        200,
-        "GET manifest {reference} after restart"
-    );
-    let digest = response
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| Digest::parse(v.to_str().ok()?).ok());
-    let body = response.bytes().await.unwrap().to_vec();
-    if let Some(digest) = &digest {
-        assert_eq!(
-            &Digest::sha256_of(&body),
-            digest,
-            "{reference}: body and digest disagree"
-        );
-    }
-    (digest, body)
 }

@@ -2,6 +2,8 @@
 //! gateway on port 0 in process (or as a child process where a test must kill it), and
 //! request helpers that speak the registry API.
 
+use std::fmt::Display;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -9,6 +11,8 @@ use std::time::Duration;
 use berth_content::metadata::MIGRATOR;
 use berth_content::Digest;
 use berth_gateway::config::{Config, Secret};
+use berth_gateway::state::AppState;
+use reqwest::{RequestBuilder, Response};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgConnection, PgPool};
 use tempfile::TempDir;
@@ -122,19 +126,30 @@ impl Drop for TestDatabase {
 }
 
 /// A gateway running in this process on 127.0.0.1:0 with its own database and storage.
+/// It derefs to its [`RegistryClient`], so requests read `app.push_blob(…)`,
+/// `app.get_manifest(…)`, `app.url(…)`.
 pub struct TestApp {
-    /// `http://127.0.0.1:<port>`
-    pub address: String,
+    /// The registry API of this gateway.
+    pub registry: RegistryClient,
     /// `127.0.0.1:<port>`, for clients such as skopeo that want host:port.
     pub host: String,
-    pub client: reqwest::Client,
     /// Direct access to the metadata, for assertions on what was (not) written.
     pub db: PgPool,
+    /// Holds the storage (`config.storage_root()`); removed on drop.
+    #[allow(dead_code)]
     pub data_dir: TempDir,
     pub config: Config,
     // Declared last: dropped after the pool closes, which drops the database.
     #[allow(dead_code)]
     pub database: TestDatabase,
+}
+
+impl Deref for TestApp {
+    type Target = RegistryClient;
+
+    fn deref(&self) -> &RegistryClient {
+        &self.registry
+    }
 }
 
 pub fn test_config(database: &TestDatabase, data_dir: &Path) -> Config {
@@ -145,6 +160,22 @@ pub fn test_config(database: &TestDatabase, data_dir: &Path) -> Config {
         shutdown_grace_secs: 5,
         ..Config::default()
     }
+}
+
+/// Builds a gateway from `config` and serves it on 127.0.0.1:0 in this process for the
+/// rest of the test; returns its address (`http://127.0.0.1:<port>`) and its state.
+pub async fn serve_in_process(config: &Config) -> (String, AppState) {
+    let state = berth_gateway::build_state(config.clone())
+        .await
+        .expect("gateway starts");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(berth_gateway::serve(
+        listener,
+        state.clone(),
+        std::future::pending(),
+    ));
+    (address, state)
 }
 
 impl TestApp {
@@ -158,25 +189,15 @@ impl TestApp {
         let data_dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&database, data_dir.path());
         adjust(&mut config);
-        let state = berth_gateway::build_state(config.clone())
-            .await
-            .expect("gateway starts");
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(berth_gateway::serve(
-            listener,
-            state,
-            std::future::pending(),
-        ));
+        let (address, _) = serve_in_process(&config).await;
         let db = PgPoolOptions::new()
             .max_connections(2)
             .connect(&database.url)
             .await
             .unwrap();
         TestApp {
-            address: format!("http://127.0.0.1:{port}"),
-            host: format!("127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
+            host: address.trim_start_matches("http://").to_owned(),
+            registry: RegistryClient::new(&address),
             db,
             data_dir,
             config,
@@ -184,54 +205,395 @@ impl TestApp {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
+    /// How many rows `table` holds.
+    pub async fn count_rows(&self, table: &str) -> i64 {
+        sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
     }
 
-    /// Absolute URL for a `Location` header, which may be relative.
-    pub fn location_url(&self, location: &str) -> String {
-        if location.starts_with("http://") || location.starts_with("https://") {
-            location.to_owned()
-        } else {
-            self.url(location)
+    /// Where storage keeps the bytes of the sha256 blob `digest`.
+    pub fn blob_file(&self, digest: &Digest) -> PathBuf {
+        self.config
+            .storage_root()
+            .join("blobs/sha256")
+            .join(&digest.hex()[..2])
+            .join(digest.hex())
+    }
+}
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+/// What a pull asks for: every manifest type a registry may hold, so none is converted.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.oci.image.index.v1+json, \
+    application/vnd.docker.distribution.manifest.v2+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// The registry API of one gateway by base URL. A [`TestApp`] derefs to one; tests build
+/// one for a gateway that is not a `TestApp` (a [`GatewayProcess`] that a test kills and
+/// restarts) and for the reference registry.
+///
+/// Plain request helpers (`get_blob`, `patch_chunk`, `put_manifest`, …) return the
+/// response for the test to judge; `push_…`, `…_ok` and `assert_…` helpers assert the
+/// success they stand for.
+#[derive(Clone)]
+pub struct RegistryClient {
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+}
+
+async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
+}
+
+impl RegistryClient {
+    pub fn new(address: &str) -> RegistryClient {
+        RegistryClient {
+            client: reqwest::Client::new(),
+            address: address.to_owned(),
         }
     }
 
-    /// Pushes `bytes` as a blob with a monolithic POST and returns its digest.
-    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(bytes);
-        let response = self
-            .client
+    /// `path` may be a path (`/v2/…`) or an absolute URL from a `Location` header.
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            path.to_owned()
+        } else {
+            format!("{}{}", self.address, path)
+        }
+    }
+
+    /// `GET` of a path or URL.
+    pub async fn get(&self, path: &str) -> Response {
+        send(self.client.get(self.url(path))).await
+    }
+
+    // --- Blobs ----------------------------------------------------------------------
+
+    fn blob_url(&self, repo: &str, digest: impl Display) -> String {
+        self.url(&format!("/v2/{repo}/blobs/{digest}"))
+    }
+
+    /// `GET /v2/<repo>/blobs/<digest>`.
+    pub async fn get_blob(&self, repo: &str, digest: impl Display) -> Response {
+        send(self.client.get(self.blob_url(repo, digest))).await
+    }
+
+    /// `HEAD /v2/<repo>/blobs/<digest>`.
+    pub async fn head_blob(&self, repo: &str, digest: impl Display) -> Response {
+        send(self.client.head(self.blob_url(repo, digest))).await
+    }
+
+    /// `DELETE /v2/<repo>/blobs/<digest>`.
+    pub async fn delete_blob(&self, repo: &str, digest: impl Display) -> Response {
+        send(self.client.delete(self.blob_url(repo, digest))).await
+    }
+
+    /// Asserts that `repo` serves exactly `bytes` as the blob `digest`, with that
+    /// `Docker-Content-Digest`.
+    pub async fn assert_blob(&self, repo: &str, digest: &Digest, bytes: &[u8]) {
+        let what = format!("GET blob {digest} in {repo}");
+        let response = expect_status(self.get_blob(repo, digest).await, 200, &what).await;
+        assert_eq!(
+            response.headers()["docker-content-digest"],
+            digest.to_string(),
+            "{what}"
+        );
+        let body = response.bytes().await.unwrap();
+        // Not assert_eq!, which would print megabytes.
+        assert!(
+            body[..] == bytes[..],
+            "{what}: other bytes ({} served, {} expected)",
+            body.len(),
+            bytes.len()
+        );
+    }
+
+    /// `GET` of a blob as a client pulls it: asserts 200 and that the body hashes to
+    /// `digest` (a sha256 one); returns the body.
+    pub async fn pull_blob(&self, repo: &str, digest: &Digest) -> Vec<u8> {
+        let url = self.blob_url(repo, digest);
+        let response = send(self.client.get(&url)).await;
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap().to_vec();
+        assert_eq!(
+            status,
+            200,
+            "GET {url}: {}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
+        );
+        assert_eq!(
+            &Digest::sha256_of(&bytes),
+            digest,
+            "GET {url}: the body does not hash to the digest"
+        );
+        bytes
+    }
+
+    // --- Blob pushes ----------------------------------------------------------------
+
+    /// The monolithic push, `POST …/blobs/uploads/?digest=` with the whole blob, as a
+    /// request: for tests that race it against something.
+    pub fn post_blob_request(
+        &self,
+        repo: &str,
+        digest: impl Display,
+        bytes: &[u8],
+    ) -> RequestBuilder {
+        self.client
             .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
             .header("Content-Type", "application/octet-stream")
             .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(
-            response.status(),
-            201,
-            "push blob: {}",
-            response.text().await.unwrap()
-        );
+    }
+
+    /// The monolithic push; the response, for assertions.
+    pub async fn post_blob(&self, repo: &str, digest: impl Display, bytes: &[u8]) -> Response {
+        send(self.post_blob_request(repo, digest, bytes)).await
+    }
+
+    /// Pushes `bytes` with a monolithic POST; asserts the blob was created and returns
+    /// its digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let response = self.post_blob(repo, &digest, bytes).await;
+        assert_blob_created(response, repo, &digest).await;
         digest
     }
 
-    /// PUTs a manifest with the given media type; returns the response for assertions.
+    /// Pushes `bytes` with `POST`, then `PUT ?digest=` with the whole body; asserts the
+    /// blob was created and returns its digest.
+    pub async fn push_post_put(&self, repo: &str, bytes: &[u8]) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let location = self.start_upload(repo).await;
+        self.complete_upload_ok(repo, &location, &digest, bytes)
+            .await;
+        digest
+    }
+
+    /// Pushes `bytes` as a chunked upload (POST, one PATCH per `chunk_size`, PUT);
+    /// asserts every step and returns the digest.
+    pub async fn push_chunked(&self, repo: &str, bytes: &[u8], chunk_size: usize) -> Digest {
+        let digest = Digest::sha256_of(bytes);
+        let mut location = self.start_upload(repo).await;
+        for (i, chunk) in bytes.chunks(chunk_size).enumerate() {
+            location = self.patch_chunk_ok(&location, i * chunk_size, chunk).await;
+        }
+        self.complete_upload_ok(repo, &location, &digest, &[]).await;
+        digest
+    }
+
+    /// `POST …/blobs/uploads/?mount=<digest>`, with `&from=<from>` if given.
+    pub async fn mount_blob(
+        &self,
+        repo: &str,
+        digest: impl Display,
+        from: Option<&str>,
+    ) -> Response {
+        let mut path = format!("/v2/{repo}/blobs/uploads/?mount={digest}");
+        if let Some(from) = from {
+            path.push_str(&format!("&from={from}"));
+        }
+        send(self.client.post(self.url(&path))).await
+    }
+
+    // --- Upload sessions ------------------------------------------------------------
+
+    /// `POST …/blobs/uploads/`: asserts the 202 of a new, empty upload (`Range: 0-0`, a
+    /// `Location` in `repo` that ends in its `Docker-Upload-UUID`) and returns that
+    /// `Location`, a path, so it stays usable when the gateway restarts on another port.
+    pub async fn start_upload(&self, repo: &str) -> String {
+        let response = send(
+            self.client
+                .post(self.url(&format!("/v2/{repo}/blobs/uploads/"))),
+        )
+        .await;
+        let response = expect_status(response, 202, &format!("start upload in {repo}")).await;
+        let headers = response.headers();
+        assert_eq!(headers["range"], "0-0");
+        assert_eq!(headers["content-length"], "0");
+        let location = headers["location"].to_str().unwrap();
+        assert!(
+            location.starts_with(&format!("/v2/{repo}/blobs/uploads/")),
+            "{location}"
+        );
+        let uuid = headers["docker-upload-uuid"].to_str().unwrap();
+        assert!(
+            location.ends_with(uuid),
+            "{location} does not end in {uuid}"
+        );
+        location.to_owned()
+    }
+
+    /// `GET` of an upload's status.
+    pub async fn upload_status(&self, location: &str) -> Response {
+        self.get(location).await
+    }
+
+    /// The upload's `Range`, asserting a 204 status answer with `Location` and
+    /// `Docker-Upload-UUID`.
+    pub async fn upload_range(&self, location: &str) -> String {
+        let response = self.upload_status(location).await;
+        let response = expect_status(response, 204, &format!("GET {location}")).await;
+        assert!(response.headers().contains_key("location"));
+        assert!(response.headers().contains_key("docker-upload-uuid"));
+        response.headers()["range"].to_str().unwrap().to_owned()
+    }
+
+    /// `DELETE` of an upload: cancels it.
+    pub async fn cancel_upload(&self, location: &str) -> Response {
+        send(self.client.delete(self.url(location))).await
+    }
+
+    /// `PATCH` of `chunk` with `Content-Range: <start>-<end>`.
+    pub async fn patch_chunk(&self, location: &str, start: usize, chunk: &[u8]) -> Response {
+        let end = start + chunk.len() - 1;
+        send(
+            self.client
+                .patch(self.url(location))
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Range", format!("{start}-{end}"))
+                .body(chunk.to_vec()),
+        )
+        .await
+    }
+
+    /// `PATCH` without `Content-Range` (or `Content-Type`): the body is appended to
+    /// whatever the upload holds.
+    pub async fn patch_body(&self, location: &str, body: impl Into<reqwest::Body>) -> Response {
+        send(self.client.patch(self.url(location)).body(body)).await
+    }
+
+    /// [`Self::patch_chunk`], asserting that the upload took the chunk and now holds
+    /// `0..start+len`; returns the next `Location`.
+    pub async fn patch_chunk_ok(&self, location: &str, start: usize, chunk: &[u8]) -> String {
+        let response = self.patch_chunk(location, start, chunk).await;
+        assert_upload_accepted(response, start + chunk.len()).await
+    }
+
+    /// `PUT <location>?digest=` with an optional last chunk.
+    pub async fn complete_upload(
+        &self,
+        location: &str,
+        digest: impl Display,
+        last_chunk: &[u8],
+    ) -> Response {
+        send(
+            self.client
+                .put(self.url(&with_query(location, &format!("digest={digest}"))))
+                .header("Content-Type", "application/octet-stream")
+                .body(last_chunk.to_vec()),
+        )
+        .await
+    }
+
+    /// [`Self::complete_upload`], asserting that it created the blob in `repo`.
+    pub async fn complete_upload_ok(
+        &self,
+        repo: &str,
+        location: &str,
+        digest: &Digest,
+        last_chunk: &[u8],
+    ) {
+        let response = self.complete_upload(location, digest, last_chunk).await;
+        assert_blob_created(response, repo, digest).await;
+    }
+
+    // --- Manifests ------------------------------------------------------------------
+
+    fn manifest_url(&self, repo: &str, reference: impl Display) -> String {
+        self.url(&format!("/v2/{repo}/manifests/{reference}"))
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>` as a request: for tests that race it.
+    pub fn put_manifest_request(
+        &self,
+        repo: &str,
+        reference: impl Display,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> RequestBuilder {
+        self.client
+            .put(self.manifest_url(repo, reference))
+            .header("Content-Type", media_type)
+            .body(bytes.to_vec())
+    }
+
+    /// `PUT /v2/<repo>/manifests/<reference>` with the given media type.
     pub async fn put_manifest(
         &self,
         repo: &str,
-        reference: &str,
+        reference: impl Display,
         media_type: &str,
         bytes: &[u8],
-    ) -> reqwest::Response {
-        self.client
-            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header("Content-Type", media_type)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap()
+    ) -> Response {
+        send(self.put_manifest_request(repo, reference, media_type, bytes)).await
+    }
+
+    /// `GET /v2/<repo>/manifests/<reference>`, with no `Accept`.
+    pub async fn get_manifest(&self, repo: &str, reference: impl Display) -> Response {
+        send(self.client.get(self.manifest_url(repo, reference))).await
+    }
+
+    /// `HEAD /v2/<repo>/manifests/<reference>`.
+    pub async fn head_manifest(&self, repo: &str, reference: impl Display) -> Response {
+        send(self.client.head(self.manifest_url(repo, reference))).await
+    }
+
+    /// `DELETE /v2/<repo>/manifests/<reference>`.
+    pub async fn delete_manifest(&self, repo: &str, reference: impl Display) -> Response {
+        send(self.client.delete(self.manifest_url(repo, reference))).await
+    }
+
+    /// `GET` of a manifest as a client pulls it, `Accept`ing every manifest type:
+    /// asserts 200 and that the body hashes to `Docker-Content-Digest` (a sha256 one);
+    /// returns that digest, the media type and the bytes.
+    pub async fn pull_manifest(
+        &self,
+        repo: &str,
+        reference: impl Display,
+    ) -> (Digest, String, Vec<u8>) {
+        let url = self.manifest_url(repo, reference);
+        let response = send(self.client.get(&url).header("Accept", MANIFEST_ACCEPT)).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap().to_vec();
+        assert_eq!(
+            status,
+            200,
+            "GET {url}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        let digest = headers
+            .get("docker-content-digest")
+            .unwrap_or_else(|| panic!("GET {url}: no Docker-Content-Digest"));
+        let digest = Digest::parse(digest.to_str().unwrap()).unwrap();
+        assert_eq!(
+            Digest::sha256_of(&bytes),
+            digest,
+            "GET {url}: the body does not hash to Docker-Content-Digest"
+        );
+        let media_type = headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        (digest, media_type, bytes)
+    }
+
+    /// Asserts that `repo:reference` is not there: `GET` is `MANIFEST_UNKNOWN` and `HEAD`
+    /// a 404.
+    pub async fn assert_no_manifest(&self, repo: &str, reference: impl Display) {
+        let response = self.get_manifest(repo, &reference).await;
+        assert_oci_error(response, 404, "MANIFEST_UNKNOWN").await;
+        let response = self.head_manifest(repo, &reference).await;
+        assert_eq!(response.status(), 404, "HEAD {repo}:{reference}");
     }
 
     /// Pushes a small OCI image (config + layers of the given contents) tagged
@@ -243,64 +605,178 @@ impl TestApp {
         layers: &[&[u8]],
     ) -> (Vec<u8>, Digest) {
         let manifest = image_manifest(self, repo, layers).await;
-        let response = self
-            .put_manifest(repo, reference, OCI_MANIFEST, &manifest)
-            .await;
-        assert_eq!(
-            response.status(),
-            201,
-            "push manifest: {}",
-            response.text().await.unwrap()
-        );
-        let digest = Digest::sha256_of(&manifest);
+        let digest = put_ok(self, repo, reference, OCI_MANIFEST, &manifest).await;
         (manifest, digest)
+    }
+
+    // --- Listings -------------------------------------------------------------------
+
+    /// GETs `path` and returns the JSON body and the `rel="next"` link, asserting 200.
+    pub async fn get_page(&self, path: &str) -> (serde_json::Value, Option<String>) {
+        let response = self.get(path).await;
+        let status = response.status();
+        let link = next_link(&response);
+        let text = response.text().await.unwrap();
+        assert_eq!(status, 200, "GET {path}: {text}");
+        (serde_json::from_str(&text).unwrap(), link)
+    }
+
+    /// Follows `rel="next"` links from `path` until they stop, returning each page's
+    /// `key` array (`tags` or `repositories`).
+    pub async fn walk_pages(&self, path: &str, key: &str) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next.take() {
+            assert!(pages.len() < 1000, "pagination does not end");
+            let (body, link) = self.get_page(&path).await;
+            let entries = body[key]
+                .as_array()
+                .unwrap_or_else(|| panic!("{key} is an array: {body}"))
+                .iter()
+                .map(|v| v.as_str().unwrap().to_owned())
+                .collect();
+            pages.push(entries);
+            next = link;
+        }
+        pages
     }
 }
 
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-
-/// Builds (and pushes the blobs of) an OCI image manifest with the given layers.
-pub async fn image_manifest(app: &TestApp, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []},
-        "nonce": uuid::Uuid::new_v4().to_string(),
-    }))
-    .unwrap();
-    let config_digest = app.push_blob(repo, &config).await;
-    let mut layer_descriptors = Vec::new();
-    for layer in layers {
-        let digest = app.push_blob(repo, layer).await;
-        layer_descriptors.push(serde_json::json!({"mediaType": OCI_LAYER, "digest": digest.to_string(), "size": layer.len()}));
+/// Asserts `response` has `status`, showing `what` and the body if not; hands the
+/// response back for further checks.
+pub async fn expect_status(response: Response, status: u16, what: &str) -> Response {
+    let actual = response.status().as_u16();
+    if actual != status {
+        let text = response.text().await.unwrap_or_default();
+        panic!("{what}: expected {status}, got {actual}: {text}");
     }
+    response
+}
+
+/// Asserts the 201 that ends a blob push: `Location` is the blob in `repo` and
+/// `Docker-Content-Digest` is `digest`.
+pub async fn assert_blob_created(response: Response, repo: &str, digest: &Digest) {
+    let response = expect_status(response, 201, &format!("push of {digest} to {repo}")).await;
+    assert_eq!(
+        response.headers()["location"],
+        format!("/v2/{repo}/blobs/{digest}").as_str()
+    );
+    assert_eq!(
+        response.headers()["docker-content-digest"],
+        digest.to_string()
+    );
+}
+
+/// Asserts the 202 of an upload step that leaves the upload holding `size` bytes;
+/// returns the `Location` to continue at, as a path.
+pub async fn assert_upload_accepted(response: Response, size: usize) -> String {
+    let response = expect_status(response, 202, "upload step").await;
+    assert_eq!(
+        response.headers()["range"],
+        format!("0-{}", size - 1).as_str(),
+        "Range"
+    );
+    location_path(&response).expect("an upload step answers with a Location")
+}
+
+/// Asserts the 201 of a manifest push: `Location` is the manifest in `repo` by digest,
+/// and `Docker-Content-Digest` is `digest`.
+pub async fn assert_manifest_created(response: Response, repo: &str, digest: &Digest) {
+    let response = expect_status(response, 201, &format!("PUT manifest {digest} in {repo}")).await;
+    assert_eq!(
+        response.headers()["location"],
+        format!("/v2/{repo}/manifests/{digest}").as_str()
+    );
+    assert_eq!(
+        response.headers()["docker-content-digest"],
+        digest.to_string()
+    );
+}
+
+/// PUTs `bytes` as `media_type` and asserts it was created; returns the manifest's digest.
+pub async fn put_ok(
+    registry: &RegistryClient,
+    repo: &str,
+    reference: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Digest {
+    let digest = Digest::sha256_of(bytes);
+    let response = registry
+        .put_manifest(repo, reference, media_type, bytes)
+        .await;
+    assert_manifest_created(response, repo, &digest).await;
+    digest
+}
+
+/// An image config made unique by `nonce`.
+pub fn config_blob(nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": []}, "nonce": nonce,
+    }))
+    .unwrap()
+}
+
+/// An OCI image manifest over a config and layers given as (digest, size).
+pub fn manifest_over(config: &(Digest, usize), layers: &[(Digest, usize)]) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": OCI_CONFIG, "digest": config_digest.to_string(), "size": config.len()},
-        "layers": layer_descriptors,
+        "config": {"mediaType": OCI_CONFIG, "digest": config.0.to_string(), "size": config.1},
+        "layers": layers.iter().map(|(d, s)| serde_json::json!({
+            "mediaType": OCI_LAYER, "digest": d.to_string(), "size": s,
+        })).collect::<Vec<_>>(),
+    }))
+    .unwrap()
+}
+
+/// Builds (and pushes the blobs of) an OCI image manifest with the given layers.
+pub async fn image_manifest(registry: &RegistryClient, repo: &str, layers: &[&[u8]]) -> Vec<u8> {
+    let config = config_blob(&uuid::Uuid::new_v4().to_string());
+    let config_digest = registry.push_blob(repo, &config).await;
+    let mut layer_descriptors = Vec::new();
+    for layer in layers {
+        layer_descriptors.push((registry.push_blob(repo, layer).await, layer.len()));
+    }
+    manifest_over(&(config_digest, config.len()), &layer_descriptors)
+}
+
+/// An OCI index with no children: a manifest that needs no blobs, made unique by `nonce`.
+pub fn empty_index(nonce: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [],
+        "annotations": {"test.nonce": nonce},
     }))
     .unwrap()
 }
 
 /// Asserts an OCI error response with the given status and code; returns its message.
-pub async fn assert_oci_error(response: reqwest::Response, status: u16, code: &str) -> String {
+pub async fn assert_oci_error(response: Response, status: u16, code: &str) -> String {
+    let error = assert_oci_error_json(response, status, code).await;
+    error["message"].as_str().unwrap().to_owned()
+}
+
+/// [`assert_oci_error`], returning the whole error (`errors[0]`), for its `detail`.
+pub async fn assert_oci_error_json(
+    response: Response,
+    status: u16,
+    code: &str,
+) -> serde_json::Value {
     let actual = response.status().as_u16();
     let text = response.text().await.unwrap();
     assert_eq!(
         actual, status,
         "expected {status} {code}, got {actual}: {text}"
     );
-    let body: serde_json::Value =
+    let mut body: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("error body is JSON: {text}"));
     assert_eq!(body["errors"][0]["code"], code, "{text}");
-    let message = body["errors"][0]["message"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
+    let message = body["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "error message is empty: {text}");
-    message
+    body["errors"][0].take()
 }
 
 /// Random bytes for blobs and layers.
@@ -309,6 +785,43 @@ pub fn random_bytes(len: usize) -> Vec<u8> {
     let mut bytes = vec![0u8; len];
     rand::thread_rng().fill_bytes(&mut bytes);
     bytes
+}
+
+/// `bytes` as a streamed body of `piece`-sized chunks: sent chunked, without
+/// `Content-Length`.
+pub fn streamed(bytes: &[u8], piece: usize) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        bytes.chunks(piece).map(|c| Ok(c.to_vec())).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
+/// `url` with `query` appended after `?` or `&`.
+pub fn with_query(url: &str, query: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{query}")
+}
+
+/// The target of a `Link: <target>; rel="next"` header, if present.
+pub fn next_link(response: &Response) -> Option<String> {
+    let link = response.headers().get("link")?.to_str().ok()?;
+    assert!(link.ends_with("rel=\"next\""), "unexpected Link: {link}");
+    let start = link.find('<')? + 1;
+    let end = link.find('>')?;
+    Some(link[start..end].to_owned())
+}
+
+/// A response's `Location` without scheme and host.
+pub fn location_path(response: &Response) -> Option<String> {
+    let location = response.headers().get("location")?.to_str().ok()?;
+    if location.starts_with("http://") || location.starts_with("https://") {
+        let url = url::Url::parse(location).ok()?;
+        Some(match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        })
+    } else {
+        Some(location.to_owned())
+    }
 }
 
 /// The gateway as a child process, for tests that must kill it. Killed on drop.
@@ -354,6 +867,11 @@ impl GatewayProcess {
         panic!("berth-gateway did not start; see {}", data_dir.display());
     }
 
+    /// The registry API of this process.
+    pub fn registry(&self) -> RegistryClient {
+        RegistryClient::new(&self.address)
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -368,249 +886,4 @@ impl Drop for GatewayProcess {
 
 pub fn gateway_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth-gateway"))
-}
-
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
-
-impl TestApp {
-    /// `GET /v2/<repo>/manifests/<reference>`.
-    pub async fn get_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
-        self.client
-            .get(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `HEAD /v2/<repo>/manifests/<reference>`.
-    pub async fn head_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
-        self.client
-            .head(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// `DELETE /v2/<repo>/manifests/<reference>`.
-    pub async fn delete_manifest(&self, repo: &str, reference: &str) -> reqwest::Response {
-        self.client
-            .delete(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// GETs `path` and returns the JSON body and the `rel="next"` link, asserting 200.
-    pub async fn get_page(&self, path: &str) -> (serde_json::Value, Option<String>) {
-        let response = self.client.get(self.url(path)).send().await.unwrap();
-        let status = response.status();
-        let link = next_link(&response);
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 200, "GET {path}: {text}");
-        (serde_json::from_str(&text).unwrap(), link)
-    }
-
-    /// Follows `rel="next"` links from `path` until they stop, returning each page's
-    /// `key` array (`tags` or `repositories`).
-    pub async fn walk_pages(&self, path: &str, key: &str) -> Vec<Vec<String>> {
-        let mut pages = Vec::new();
-        let mut next = Some(path.to_owned());
-        while let Some(path) = next.take() {
-            assert!(pages.len() < 1000, "pagination does not end");
-            let (body, link) = self.get_page(&path).await;
-            let entries = body[key]
-                .as_array()
-                .unwrap_or_else(|| panic!("{key} is an array: {body}"))
-                .iter()
-                .map(|v| v.as_str().unwrap().to_owned())
-                .collect();
-            pages.push(entries);
-            next = link;
-        }
-        pages
-    }
-}
-
-/// The target of a `Link: <target>; rel="next"` header, if present.
-pub fn next_link(response: &reqwest::Response) -> Option<String> {
-    let link = response.headers().get("link")?.to_str().ok()?;
-    assert!(link.ends_with("rel=\"next\""), "unexpected Link: {link}");
-    let start = link.find('<')? + 1;
-    let end = link.find('>')?;
-    Some(link[start..end].to_owned())
-}
-
-/// An OCI index with no children: a manifest that needs no blobs, made unique by `nonce`.
-pub fn empty_index(nonce: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [],
-        "annotations": {"test.nonce": nonce},
-    }))
-    .unwrap()
-}
-
-/// PUTs `bytes` as `media_type` and asserts 201; returns the manifest's digest.
-pub async fn put_ok(
-    app: &TestApp,
-    repo: &str,
-    reference: &str,
-    media_type: &str,
-    bytes: &[u8],
-) -> Digest {
-    let response = app.put_manifest(repo, reference, media_type, bytes).await;
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, 201, "PUT {repo}:{reference}: {text}");
-    Digest::sha256_of(bytes)
-}
-
-/// The registry API by base URL, for gateways that are not a [`TestApp`] (a
-/// [`GatewayProcess`] that a test kills and restarts) and for uploads driven step by step.
-#[derive(Clone)]
-pub struct RegistryClient {
-    pub client: reqwest::Client,
-    /// `http://127.0.0.1:<port>`
-    pub address: String,
-}
-
-impl RegistryClient {
-    pub fn new(address: &str) -> RegistryClient {
-        RegistryClient {
-            client: reqwest::Client::new(),
-            address: address.to_owned(),
-        }
-    }
-
-    /// `path` may be a path (`/v2/…`) or an absolute URL from a `Location` header.
-    pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_owned()
-        } else {
-            format!("{}{}", self.address, path)
-        }
-    }
-
-    /// Monolithic `POST …/blobs/uploads/?digest=`; asserts 201 and returns the digest.
-    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Digest {
-        let digest = Digest::sha256_of(bytes);
-        let response = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/?digest={digest}")))
-            .header("Content-Type", "application/octet-stream")
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 201, "monolithic push of {digest}: {text}");
-        digest
-    }
-
-    /// `POST …/blobs/uploads/`; asserts 202 and returns the `Location` as a path (with
-    /// its query), so that it stays usable when the gateway restarts on another port.
-    pub async fn start_upload(&self, repo: &str) -> String {
-        let response = self
-            .client
-            .post(self.url(&format!("/v2/{repo}/blobs/uploads/")))
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let location = location_path(&response);
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 202, "start upload in {repo}: {text}");
-        location.unwrap_or_else(|| panic!("start upload in {repo}: no Location"))
-    }
-
-    /// `PATCH` of the chunk that starts at `start`; asserts 202 and that the upload now
-    /// holds `0..start+len`, and returns the next `Location` as a path.
-    pub async fn patch_chunk(&self, location: &str, start: usize, chunk: &[u8]) -> String {
-        let end = start + chunk.len() - 1;
-        let response = self
-            .client
-            .patch(self.url(location))
-            .header("Content-Type", "application/octet-stream")
-            .header("Content-Range", format!("{start}-{end}"))
-            .body(chunk.to_vec())
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        let range = response
-            .headers()
-            .get("range")
-            .map(|v| v.to_str().unwrap().to_owned());
-        let next = location_path(&response);
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 202, "PATCH {location} {start}-{end}: {text}");
-        assert_eq!(range.as_deref(), Some(format!("0-{end}").as_str()), "Range");
-        next.unwrap_or_else(|| panic!("PATCH {location}: no Location"))
-    }
-
-    /// `PUT <location>?digest=` with an optional last chunk; the response, for assertions.
-    pub async fn complete_upload(
-        &self,
-        location: &str,
-        digest: &Digest,
-        body: &[u8],
-    ) -> reqwest::Response {
-        let separator = if location.contains('?') { '&' } else { '?' };
-        self.client
-            .put(self.url(&format!("{location}{separator}digest={digest}")))
-            .header("Content-Type", "application/octet-stream")
-            .body(body.to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-
-    /// A chunked upload (POST, one PATCH per `chunk_size`, PUT); asserts 201.
-    pub async fn push_chunked(&self, repo: &str, bytes: &[u8], chunk_size: usize) -> Digest {
-        let digest = Digest::sha256_of(bytes);
-        let mut location = self.start_upload(repo).await;
-        for (i, chunk) in bytes.chunks(chunk_size).enumerate() {
-            location = self.patch_chunk(&location, i * chunk_size, chunk).await;
-        }
-        let response = self.complete_upload(&location, &digest, &[]).await;
-        let status = response.status();
-        let text = response.text().await.unwrap();
-        assert_eq!(status, 201, "chunked push of {digest}: {text}");
-        digest
-    }
-
-    /// `PUT …/manifests/<reference>`; the response, for assertions.
-    pub async fn put_manifest(
-        &self,
-        repo: &str,
-        reference: &str,
-        media_type: &str,
-        bytes: &[u8],
-    ) -> reqwest::Response {
-        self.client
-            .put(self.url(&format!("/v2/{repo}/manifests/{reference}")))
-            .header("Content-Type", media_type)
-            .body(bytes.to_vec())
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-/// A response's `Location` without scheme and host.
-pub fn location_path(response: &reqwest::Response) -> Option<String> {
-    let location = response.headers().get("location")?.to_str().ok()?;
-    if location.starts_with("http://") || location.starts_with("https://") {
-        let url = url::Url::parse(location).ok()?;
-        Some(match url.query() {
-            Some(query) => format!("{}?{query}", url.path()),
-            None => url.path().to_owned(),
-        })
-    } else {
-        Some(location.to_owned())
-    }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::helpers::{TestApp, OCI_INDEX, OCI_MANIFEST};
-use crate::oci_layout::{Compression, ImageSpec, LayerSpec, LayoutReader, OciLayout};
+use crate::helpers::{RegistryClient, TestApp, OCI_INDEX, OCI_MANIFEST};
+use crate::oci_layout::{Compression, ImageSpec, LayoutReader, OciLayout};
 use crate::skopeo::{registry_tree, require_binary, skopeo_copy, RegistryTree};
 
 /// `docker-registry serve` on a free port with its own storage; killed on drop.
@@ -94,21 +94,13 @@ impl Drop for DockerRegistry {
     }
 }
 
-fn image_spec(architecture: &'static str, sizes: &[(usize, Compression)]) -> ImageSpec {
-    let layers: Vec<LayerSpec> = sizes
-        .iter()
-        .map(|&(size, compression)| LayerSpec { size, compression })
-        .collect();
-    ImageSpec::linux(architecture, &layers)
-}
-
 /// A layout with an image (`image`, one uncompressed layer so the client rewrites it on
 /// its first push) and a two-platform index (`multi`).
 fn source_layout() -> OciLayout {
     let mut layout = OciLayout::new();
     layout.add_image(
         "image",
-        &image_spec(
+        &ImageSpec::linux(
             "amd64",
             &[
                 (300_000, Compression::Gzip),
@@ -120,11 +112,11 @@ fn source_layout() -> OciLayout {
     layout.add_index(
         "multi",
         &[
-            image_spec(
+            ImageSpec::linux(
                 "amd64",
                 &[(120_000, Compression::Gzip), (3_000, Compression::Gzip)],
             ),
-            image_spec("arm64", &[(80_000, Compression::Gzip)]),
+            ImageSpec::linux("arm64", &[(80_000, Compression::Gzip)]),
         ],
     );
     layout
@@ -141,21 +133,67 @@ fn assert_same_tree(what: &str, from: &RegistryTree, to: &RegistryTree) {
     assert!(from.contents == to.contents, "{what}: bytes differ");
 }
 
+/// A repository in a registry, as skopeo (`docker://<host>/<name>`) and HTTP see it.
+struct Repository<'a> {
+    host: &'a str,
+    registry: RegistryClient,
+    name: &'a str,
+}
+
+impl<'a> Repository<'a> {
+    fn new(host: &'a str, address: &str, name: &'a str) -> Repository<'a> {
+        Repository {
+            host,
+            registry: RegistryClient::new(address),
+            name,
+        }
+    }
+
+    fn reference(&self, tag: &str) -> String {
+        format!("docker://{}/{}:{tag}", self.host, self.name)
+    }
+
+    async fn tree(&self, tag: &str) -> RegistryTree {
+        registry_tree(&self.registry, self.name, tag).await
+    }
+}
+
+/// Copies the layout's `image` and `multi` into `first` with skopeo, then from `first`
+/// into `second`: skopeo must find nothing to rewrite on the second copy, and both
+/// registries must then hold the same tree, of the source's media type, under each tag.
+async fn copy_through(layout: &OciLayout, first: &Repository<'_>, second: &Repository<'_>) {
+    for (tag, all, media_type) in [("image", false, OCI_MANIFEST), ("multi", true, OCI_INDEX)] {
+        let pushed = skopeo_copy(&layout.reference(tag), &first.reference(tag), all).await;
+        let copied = skopeo_copy(&first.reference(tag), &second.reference(tag), all).await;
+        assert_eq!(
+            copied, pushed,
+            "{tag}: skopeo rewrote the manifest {} served on its way to {}",
+            first.name, second.name
+        );
+        let from = first.tree(tag).await;
+        let to = second.tree(tag).await;
+        assert_eq!(from.digest, pushed);
+        assert_eq!(from.media_type, media_type);
+        assert_eq!(to.media_type, media_type);
+        assert_same_tree(tag, &from, &to);
+    }
+}
+
 #[tokio::test]
 async fn the_reference_registry_works_with_the_layout_builder() {
     // The plumbing on its own, so that a failure of the tests below points at Berth.
     let registry = DockerRegistry::start().await;
-    let client = reqwest::Client::new();
+    let plumbing = Repository::new(&registry.host, &registry.address, "plumbing/multi");
     let layout = source_layout();
     let multi = LayoutReader::open(layout.path()).resolve("multi");
     let pushed = skopeo_copy(
         &layout.reference("multi"),
-        &format!("docker://{}/plumbing/multi:multi", registry.host),
+        &plumbing.reference("multi"),
         true,
     )
     .await;
     assert_eq!(pushed, multi.digest);
-    let tree = registry_tree(&client, &registry.address, "plumbing/multi", "multi").await;
+    let tree = plumbing.tree("multi").await;
     assert_eq!(tree.digest, multi.digest);
     assert_eq!(tree.media_type, OCI_INDEX);
     assert_eq!(
@@ -168,60 +206,25 @@ async fn the_reference_registry_works_with_the_layout_builder() {
 async fn images_and_indexes_copy_from_berth_to_the_reference_registry() {
     let app = TestApp::spawn().await;
     let registry = DockerRegistry::start().await;
-    let layout = source_layout();
-    for (tag, all, media_type) in [("image", false, OCI_MANIFEST), ("multi", true, OCI_INDEX)] {
-        let berth_ref = format!("docker://{}/interop/out:{tag}", app.host);
-        let pushed = skopeo_copy(&layout.reference(tag), &berth_ref, all).await;
-        let copied = skopeo_copy(
-            &berth_ref,
-            &format!("docker://{}/mirror/out:{tag}", registry.host),
-            all,
-        )
-        .await;
-        assert_eq!(
-            copied, pushed,
-            "{tag}: skopeo rewrote the manifest Berth served"
-        );
-        let berth = registry_tree(&app.client, &app.address, "interop/out", tag).await;
-        let reference = registry_tree(&app.client, &registry.address, "mirror/out", tag).await;
-        assert_eq!(berth.digest, pushed);
-        assert_eq!(berth.media_type, media_type);
-        assert_same_tree(tag, &berth, &reference);
-    }
+    let berth = Repository::new(&app.host, &app.address, "interop/out");
+    let mirror = Repository::new(&registry.host, &registry.address, "mirror/out");
+    copy_through(&source_layout(), &berth, &mirror).await;
 }
 
 #[tokio::test]
 async fn images_and_indexes_copy_from_the_reference_registry_to_berth() {
     let app = TestApp::spawn().await;
     let registry = DockerRegistry::start().await;
-    let layout = source_layout();
-    for (tag, all, media_type) in [("image", false, OCI_MANIFEST), ("multi", true, OCI_INDEX)] {
-        let registry_ref = format!("docker://{}/upstream/in:{tag}", registry.host);
-        let pushed = skopeo_copy(&layout.reference(tag), &registry_ref, all).await;
-        let copied = skopeo_copy(
-            &registry_ref,
-            &format!("docker://{}/interop/in:{tag}", app.host),
-            all,
-        )
-        .await;
-        assert_eq!(
-            copied, pushed,
-            "{tag}: skopeo rewrote the manifest on its way in"
-        );
-        let reference = registry_tree(&app.client, &registry.address, "upstream/in", tag).await;
-        let berth = registry_tree(&app.client, &app.address, "interop/in", tag).await;
-        assert_eq!(reference.digest, pushed);
-        assert_eq!(berth.media_type, media_type);
-        assert_same_tree(tag, &reference, &berth);
-    }
+    let upstream = Repository::new(&registry.host, &registry.address, "upstream/in");
+    let berth = Repository::new(&app.host, &app.address, "interop/in");
+    copy_through(&source_layout(), &upstream, &berth).await;
     // And back out of Berth to the reference registry under another name: a round trip
     // through both registries changes nothing.
     let back = skopeo_copy(
-        &format!("docker://{}/interop/in:multi", app.host),
+        &berth.reference("multi"),
         &format!("docker://{}/roundtrip/back:multi", registry.host),
         true,
     )
     .await;
-    let original = registry_tree(&app.client, &registry.address, "upstream/in", "multi").await;
-    assert_eq!(back, original.digest);
+    assert_eq!(back, upstream.tree("multi").await.digest);
 }

@@ -1,58 +1,45 @@
 //! Manifest push, pull and delete: byte-for-byte storage, the media types Berth accepts,
 //! what a push must reference, and how refusals leave nothing behind.
 
+use std::fmt::Display;
+
 use berth_content::{Algorithm, Digest, DigestHasher};
 use serde_json::json;
 
 use crate::helpers::{
-    assert_oci_error, empty_index, image_manifest, put_ok, random_bytes, TestApp, DOCKER_MANIFEST,
-    DOCKER_MANIFEST_LIST, OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
+    assert_manifest_created, assert_oci_error, assert_oci_error_json, empty_index, expect_status,
+    image_manifest, put_ok, random_bytes, streamed, TestApp, DOCKER_MANIFEST, DOCKER_MANIFEST_LIST,
+    OCI_CONFIG, OCI_EMPTY, OCI_INDEX, OCI_LAYER, OCI_MANIFEST,
 };
 
-/// Asserts a 200 pull of exactly `bytes` with the given media type and digest.
+/// Asserts a 200 `GET` of exactly `bytes` with the given media type and digest, and a
+/// `HEAD` with the same headers and no body.
 async fn assert_pull(
     app: &TestApp,
     repo: &str,
-    reference: &str,
+    reference: impl Display,
     media_type: &str,
     bytes: &[u8],
     digest: &Digest,
 ) {
-    let response = app.get_manifest(repo, reference).await;
-    assert_eq!(response.status(), 200, "GET {repo}:{reference}");
-    let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], media_type);
-    assert_eq!(
-        headers["docker-content-digest"],
-        digest.to_string().as_str()
-    );
-    assert_eq!(headers["content-length"], bytes.len().to_string().as_str());
-    assert_eq!(response.bytes().await.unwrap().as_ref(), bytes);
-
-    let response = app.head_manifest(repo, reference).await;
-    assert_eq!(response.status(), 200, "HEAD {repo}:{reference}");
-    let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], media_type);
-    assert_eq!(
-        headers["docker-content-digest"],
-        digest.to_string().as_str()
-    );
-    assert_eq!(headers["content-length"], bytes.len().to_string().as_str());
-    assert!(response.bytes().await.unwrap().is_empty());
-}
-
-async fn manifest_rows(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM manifests")
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-async fn tag_rows(app: &TestApp) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM tags")
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
+    let get = app.get_manifest(repo, &reference).await;
+    let head = app.head_manifest(repo, &reference).await;
+    for (method, response, body) in [("GET", get, bytes), ("HEAD", head, &[][..])] {
+        assert_eq!(response.status(), 200, "{method} {repo}:{reference}");
+        let headers = response.headers();
+        assert_eq!(headers["content-type"], media_type, "{method}");
+        assert_eq!(
+            headers["docker-content-digest"],
+            digest.to_string().as_str(),
+            "{method}"
+        );
+        assert_eq!(
+            headers["content-length"],
+            bytes.len().to_string().as_str(),
+            "{method}"
+        );
+        assert_eq!(response.bytes().await.unwrap().as_ref(), body, "{method}");
+    }
 }
 
 #[tokio::test]
@@ -67,27 +54,11 @@ async fn push_then_pull_by_tag_and_digest_returns_the_exact_bytes() {
     let response = app
         .put_manifest("lib/app", "v1", OCI_MANIFEST, &manifest)
         .await;
-    assert_eq!(response.status(), 201);
-    assert_eq!(
-        response.headers()["location"],
-        format!("/v2/lib/app/manifests/{digest}").as_str()
-    );
-    assert_eq!(
-        response.headers()["docker-content-digest"],
-        digest.to_string().as_str()
-    );
     assert!(response.headers().get("oci-subject").is_none());
+    assert_manifest_created(response, "lib/app", &digest).await;
 
     assert_pull(&app, "lib/app", "v1", OCI_MANIFEST, &manifest, &digest).await;
-    assert_pull(
-        &app,
-        "lib/app",
-        &digest.to_string(),
-        OCI_MANIFEST,
-        &manifest,
-        &digest,
-    )
-    .await;
+    assert_pull(&app, "lib/app", &digest, OCI_MANIFEST, &manifest, &digest).await;
 }
 
 #[tokio::test]
@@ -102,10 +73,7 @@ async fn unknown_manifests_are_manifest_unknown() {
         ("unknown", "v1".to_owned()),
         ("unknown", digest.to_string()),
     ] {
-        let response = app.get_manifest(repo, &reference).await;
-        assert_oci_error(response, 404, "MANIFEST_UNKNOWN").await;
-        let response = app.head_manifest(repo, &reference).await;
-        assert_eq!(response.status(), 404, "HEAD {repo}:{reference}");
+        app.assert_no_manifest(repo, &reference).await;
     }
 }
 
@@ -189,16 +157,9 @@ async fn oci_index_needs_its_children_in_the_repository() {
     let response = app
         .put_manifest("multi", "partial", OCI_INDEX, &partial)
         .await;
-    let text = response.text().await.unwrap();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{text}");
-    assert_eq!(body["errors"][0]["detail"]["digest"], missing.to_string());
-    assert_oci_error(
-        app.get_manifest("multi", "partial").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
+    let error = assert_oci_error_json(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    assert_eq!(error["detail"]["digest"], missing.to_string());
+    app.assert_no_manifest("multi", "partial").await;
 }
 
 #[tokio::test]
@@ -263,7 +224,7 @@ async fn malformed_and_unsupported_manifests_are_manifest_invalid() {
         let response = app.put_manifest("bad", "t", media_type, body).await;
         assert_oci_error(response, 400, "MANIFEST_INVALID").await;
     }
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 }
 
 #[tokio::test]
@@ -277,7 +238,7 @@ async fn media_type_disagreeing_with_content_type_is_manifest_invalid() {
         .put_manifest("mm", "t", DOCKER_MANIFEST_LIST, &index)
         .await;
     assert_oci_error(response, 400, "MANIFEST_INVALID").await;
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 }
 
 #[tokio::test]
@@ -295,18 +256,16 @@ async fn manifests_over_the_size_limit_are_refused() {
     assert!(message.contains("1024"), "{message}");
 
     // Without Content-Length (chunked), the body itself is what is bounded.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        big.chunks(100).map(|c| Ok(c.to_vec())).collect();
     let response = app
         .client
         .put(app.url("/v2/big/manifests/t"))
         .header("Content-Type", OCI_INDEX)
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .body(streamed(&big, 100))
         .send()
         .await
         .unwrap();
     assert_oci_error(response, 413, "MANIFEST_INVALID").await;
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 
     // Exactly at the limit is fine.
     let mut exact = empty_index("");
@@ -335,26 +294,14 @@ async fn a_missing_blob_refuses_the_push_and_stores_nothing() {
     let response = app
         .put_manifest("partial", "latest", OCI_MANIFEST, &manifest)
         .await;
-    let text = response.text().await.unwrap();
-    let body: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(body["errors"][0]["code"], "MANIFEST_BLOB_UNKNOWN", "{text}");
-    assert_eq!(body["errors"][0]["detail"]["digest"], missing.to_string());
+    let error = assert_oci_error_json(response, 400, "MANIFEST_BLOB_UNKNOWN").await;
+    assert_eq!(error["detail"]["digest"], missing.to_string());
 
-    let digest = Digest::sha256_of(&manifest);
-    assert_oci_error(
-        app.get_manifest("partial", &digest.to_string()).await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_oci_error(
-        app.get_manifest("partial", "latest").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_eq!(manifest_rows(&app).await, 0);
-    assert_eq!(tag_rows(&app).await, 0);
+    app.assert_no_manifest("partial", Digest::sha256_of(&manifest))
+        .await;
+    app.assert_no_manifest("partial", "latest").await;
+    assert_eq!(app.count_rows("manifests").await, 0);
+    assert_eq!(app.count_rows("tags").await, 0);
 
     // A blob pushed to another repository does not count either.
     let layer = app.push_blob("elsewhere", b"layer never pushed").await;
@@ -376,45 +323,23 @@ async fn push_by_digest_checks_the_digest() {
     let digest = Digest::sha256_of(&index);
     let wrong = Digest::sha256_of(b"something else");
 
-    let response = app
-        .put_manifest("d", &wrong.to_string(), OCI_INDEX, &index)
-        .await;
+    let response = app.put_manifest("d", &wrong, OCI_INDEX, &index).await;
     assert_oci_error(response, 400, "DIGEST_INVALID").await;
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 
-    let response = app
-        .put_manifest("d", &digest.to_string(), OCI_INDEX, &index)
-        .await;
-    assert_eq!(response.status(), 201);
-    assert_eq!(
-        response.headers()["docker-content-digest"],
-        digest.to_string().as_str()
-    );
-    assert_pull(&app, "d", &digest.to_string(), OCI_INDEX, &index, &digest).await;
+    let response = app.put_manifest("d", &digest, OCI_INDEX, &index).await;
+    assert_manifest_created(response, "d", &digest).await;
+    assert_pull(&app, "d", &digest, OCI_INDEX, &index, &digest).await;
     // Pushed by digest only: no tag was created.
-    assert_eq!(tag_rows(&app).await, 0);
+    assert_eq!(app.count_rows("tags").await, 0);
 
     // sha512: the digest is computed in the algorithm the client named.
     let mut hasher = DigestHasher::new(Algorithm::Sha512);
     hasher.update(&index);
     let sha512 = hasher.finish();
-    let response = app
-        .put_manifest("d512", &sha512.to_string(), OCI_INDEX, &index)
-        .await;
-    assert_eq!(response.status(), 201);
-    assert_eq!(
-        response.headers()["location"],
-        format!("/v2/d512/manifests/{sha512}").as_str()
-    );
-    assert_pull(
-        &app,
-        "d512",
-        &sha512.to_string(),
-        OCI_INDEX,
-        &index,
-        &sha512,
-    )
-    .await;
+    let response = app.put_manifest("d512", &sha512, OCI_INDEX, &index).await;
+    assert_manifest_created(response, "d512", &sha512).await;
+    assert_pull(&app, "d512", &sha512, OCI_INDEX, &index, &sha512).await;
 }
 
 #[tokio::test]
@@ -434,7 +359,7 @@ async fn invalid_references_in_the_path_are_refused() {
             "{reference}: {text}"
         );
     }
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 }
 
 #[tokio::test]
@@ -444,13 +369,13 @@ async fn pushing_the_same_manifest_again_is_idempotent() {
     put_ok(&app, "same", "v1", OCI_MANIFEST, &manifest).await;
     put_ok(&app, "same", "v2", OCI_MANIFEST, &manifest).await;
     put_ok(&app, "same", &digest.to_string(), OCI_MANIFEST, &manifest).await;
-    assert_eq!(manifest_rows(&app).await, 1);
-    assert_eq!(tag_rows(&app).await, 2);
-    let blob_refs: i64 = sqlx::query_scalar("SELECT count(*) FROM manifest_blobs")
-        .fetch_one(&app.db)
-        .await
-        .unwrap();
-    assert_eq!(blob_refs, 2, "config and one layer, once each");
+    assert_eq!(app.count_rows("manifests").await, 1);
+    assert_eq!(app.count_rows("tags").await, 2);
+    assert_eq!(
+        app.count_rows("manifest_blobs").await,
+        2,
+        "config and one layer, once each"
+    );
     assert_pull(&app, "same", "v2", OCI_MANIFEST, &manifest, &digest).await;
 }
 
@@ -473,7 +398,7 @@ async fn a_tag_moves_to_the_newest_manifest() {
     assert_pull(
         &app,
         "mv",
-        &first_digest.to_string(),
+        &first_digest,
         OCI_MANIFEST,
         &first,
         &first_digest,
@@ -488,26 +413,18 @@ async fn deleting_a_manifest_removes_it_and_its_tags() {
     put_ok(&app, "del", "b", OCI_MANIFEST, &manifest).await;
     let (_, keep) = app.push_image("del", "keep", &[b"y"]).await;
 
-    let response = app.delete_manifest("del", &digest.to_string()).await;
+    let response = app.delete_manifest("del", &digest).await;
     assert_eq!(response.status(), 202);
     for reference in ["a", "b", &digest.to_string()] {
-        assert_oci_error(
-            app.get_manifest("del", reference).await,
-            404,
-            "MANIFEST_UNKNOWN",
-        )
-        .await;
+        app.assert_no_manifest("del", reference).await;
     }
     let (body, _) = app.get_page("/v2/del/tags/list").await;
     assert_eq!(body["tags"], json!(["keep"]));
-    assert_eq!(
-        app.get_manifest("del", &keep.to_string()).await.status(),
-        200
-    );
+    assert_eq!(app.get_manifest("del", &keep).await.status(), 200);
 
-    let response = app.delete_manifest("del", &digest.to_string()).await;
+    let response = app.delete_manifest("del", &digest).await;
     assert_oci_error(response, 404, "MANIFEST_UNKNOWN").await;
-    let response = app.delete_manifest("nope", &digest.to_string()).await;
+    let response = app.delete_manifest("nope", &digest).await;
     assert_oci_error(response, 404, "MANIFEST_UNKNOWN").await;
 }
 
@@ -519,21 +436,8 @@ async fn deleting_a_tag_keeps_the_manifest() {
 
     let response = app.delete_manifest("untag", "old").await;
     assert_eq!(response.status(), 202);
-    assert_oci_error(
-        app.get_manifest("untag", "old").await,
-        404,
-        "MANIFEST_UNKNOWN",
-    )
-    .await;
-    assert_pull(
-        &app,
-        "untag",
-        &digest.to_string(),
-        OCI_MANIFEST,
-        &manifest,
-        &digest,
-    )
-    .await;
+    app.assert_no_manifest("untag", "old").await;
+    assert_pull(&app, "untag", &digest, OCI_MANIFEST, &manifest, &digest).await;
     assert_pull(&app, "untag", "new", OCI_MANIFEST, &manifest, &digest).await;
 
     let response = app.delete_manifest("untag", "old").await;
@@ -552,24 +456,19 @@ async fn a_manifest_an_index_lists_cannot_be_deleted() {
     .unwrap();
     let index_digest = put_ok(&app, "idx", "latest", OCI_INDEX, &index).await;
 
-    let response = app.delete_manifest("idx", &child_digest.to_string()).await;
+    let response = app.delete_manifest("idx", &child_digest).await;
     let message = assert_oci_error(response, 409, "DENIED").await;
     assert!(message.contains(&index_digest.to_string()), "{message}");
-    assert_eq!(
-        app.get_manifest("idx", &child_digest.to_string())
-            .await
-            .status(),
-        200
-    );
+    assert_eq!(app.get_manifest("idx", &child_digest).await.status(), 200);
     // Its tag can go; the manifest stays.
     assert_eq!(app.delete_manifest("idx", "child").await.status(), 202);
 
     // Index first, then the child.
-    let response = app.delete_manifest("idx", &index_digest.to_string()).await;
+    let response = app.delete_manifest("idx", &index_digest).await;
     assert_eq!(response.status(), 202);
-    let response = app.delete_manifest("idx", &child_digest.to_string()).await;
+    let response = app.delete_manifest("idx", &child_digest).await;
     assert_eq!(response.status(), 202);
-    assert_eq!(manifest_rows(&app).await, 0);
+    assert_eq!(app.count_rows("manifests").await, 0);
 }
 
 #[tokio::test]
@@ -581,7 +480,7 @@ async fn deletes_can_be_disabled() {
     .await;
     let index = empty_index("keep me");
     let digest = put_ok(&app, "nodel", "t", OCI_INDEX, &index).await;
-    let response = app.delete_manifest("nodel", &digest.to_string()).await;
+    let response = app.delete_manifest("nodel", &digest).await;
     assert_oci_error(response, 405, "UNSUPPORTED").await;
     let response = app.delete_manifest("nodel", "t").await;
     assert_oci_error(response, 405, "UNSUPPORTED").await;
@@ -591,20 +490,11 @@ async fn deletes_can_be_disabled() {
     let app = TestApp::spawn_with(|c| c.delete.tags = false).await;
     let digest = put_ok(&app, "nodel", "t", OCI_INDEX, &index).await;
     assert_oci_error(app.delete_manifest("nodel", "t").await, 405, "UNSUPPORTED").await;
-    assert_eq!(
-        app.delete_manifest("nodel", &digest.to_string())
-            .await
-            .status(),
-        202
-    );
+    assert_eq!(app.delete_manifest("nodel", &digest).await.status(), 202);
     let app = TestApp::spawn_with(|c| c.delete.manifests = false).await;
     let digest = put_ok(&app, "nodel", "t", OCI_INDEX, &index).await;
-    assert_oci_error(
-        app.delete_manifest("nodel", &digest.to_string()).await,
-        405,
-        "UNSUPPORTED",
-    )
-    .await;
+    let response = app.delete_manifest("nodel", &digest).await;
+    assert_oci_error(response, 405, "UNSUPPORTED").await;
     assert_eq!(app.delete_manifest("nodel", "t").await.status(), 202);
 }
 
@@ -617,10 +507,8 @@ async fn concurrent_pushes_to_one_tag_end_consistent() {
     let pushes = manifests
         .iter()
         .map(|m| app.put_manifest("race", "latest", OCI_INDEX, m));
-    let responses = futures::future::join_all(pushes).await;
-    for response in responses {
-        let status = response.status();
-        assert_eq!(status, 201, "{}", response.text().await.unwrap());
+    for response in futures::future::join_all(pushes).await {
+        expect_status(response, 201, "PUT race:latest").await;
     }
 
     let response = app.get_manifest("race", "latest").await;
@@ -635,8 +523,8 @@ async fn concurrent_pushes_to_one_tag_end_consistent() {
         .find(|m| Digest::sha256_of(m).to_string() == served_digest)
         .expect("the tag points at one of the pushed manifests");
     assert_eq!(body.as_ref(), winner.as_slice());
-    assert_eq!(manifest_rows(&app).await, 16);
-    assert_eq!(tag_rows(&app).await, 1);
+    assert_eq!(app.count_rows("manifests").await, 16);
+    assert_eq!(app.count_rows("tags").await, 1);
 }
 
 #[tokio::test]
@@ -648,11 +536,10 @@ async fn concurrent_pushes_of_one_manifest_store_it_once() {
         .iter()
         .map(|tag| app.put_manifest("same-race", tag, OCI_INDEX, &index));
     for response in futures::future::join_all(pushes).await {
-        let status = response.status();
-        assert_eq!(status, 201, "{}", response.text().await.unwrap());
+        expect_status(response, 201, "PUT same-race").await;
     }
-    assert_eq!(manifest_rows(&app).await, 1);
-    assert_eq!(tag_rows(&app).await, 8);
+    assert_eq!(app.count_rows("manifests").await, 1);
+    assert_eq!(app.count_rows("tags").await, 8);
 }
 
 #[tokio::test]
@@ -667,15 +554,14 @@ async fn an_index_push_racing_the_delete_of_its_child_never_dangles() {
             "manifests": [{"mediaType": OCI_INDEX, "size": child.len(), "digest": child_digest}],
         }))
         .unwrap();
-        let child_ref = child_digest.to_string();
         let index_tag = format!("i{i}");
         let (put, delete) = tokio::join!(
             app.put_manifest("dangle", &index_tag, OCI_INDEX, &index),
-            app.delete_manifest("dangle", &child_ref),
+            app.delete_manifest("dangle", &child_digest),
         );
         let (put_status, delete_status) = (put.status().as_u16(), delete.status().as_u16());
         let put_text = put.text().await.unwrap();
-        let child_status = app.get_manifest("dangle", &child_ref).await.status();
+        let child_status = app.get_manifest("dangle", &child_digest).await.status();
         let index_status = app.get_manifest("dangle", &index_tag).await.status();
         match (put_status, delete_status) {
             // The index won: the child had to stay.

@@ -18,11 +18,6 @@ use crate::helpers::{random_bytes, OCI_CONFIG, OCI_INDEX, OCI_MANIFEST};
 
 pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-/// What a pull asks for: every manifest type a registry may hold, so none is converted.
-pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.oci.image.index.v1+json, \
-    application/vnd.docker.distribution.manifest.v2+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,11 +43,15 @@ pub struct ImageSpec {
 }
 
 impl ImageSpec {
-    pub fn linux(architecture: &'static str, layers: &[LayerSpec]) -> ImageSpec {
+    /// A linux image with a layer per (size, compression).
+    pub fn linux(architecture: &'static str, layers: &[(usize, Compression)]) -> ImageSpec {
         ImageSpec {
             os: "linux",
             architecture,
-            layers: layers.to_vec(),
+            layers: layers
+                .iter()
+                .map(|&(size, compression)| LayerSpec { size, compression })
+                .collect(),
         }
     }
 }
@@ -373,16 +372,7 @@ impl LayoutReader {
 #[test]
 fn the_layout_builder_writes_valid_layouts() {
     let mut layout = OciLayout::new();
-    let layers = [
-        LayerSpec {
-            size: 1000,
-            compression: Compression::None,
-        },
-        LayerSpec {
-            size: 513,
-            compression: Compression::Gzip,
-        },
-    ];
+    let layers = [(1000, Compression::None), (513, Compression::Gzip)];
     let image = layout.add_image("one", &ImageSpec::linux("amd64", &layers));
     let index = layout.add_index(
         "multi",

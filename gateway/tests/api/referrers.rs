@@ -1,12 +1,31 @@
 //! The referrers API: manifests naming a subject, listed as an OCI index, with the
 //! `artifactType` filter and the `OCI-Subject` header on push.
 
+use std::fmt::Display;
+
 use berth_content::Digest;
 use serde_json::json;
 
 use crate::helpers::{
-    assert_oci_error, empty_index, put_ok, TestApp, OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
+    assert_manifest_created, assert_oci_error, empty_index, expect_status, put_ok, TestApp,
+    OCI_EMPTY, OCI_INDEX, OCI_MANIFEST,
 };
+
+/// Asserts that the push of the manifest `digest` was created and that `OCI-Subject`
+/// tells the client the registry processed its `subject`.
+async fn assert_referrer_created(
+    response: reqwest::Response,
+    repo: &str,
+    digest: &Digest,
+    subject: &Digest,
+) {
+    let response = expect_status(response, 201, "PUT referrer").await;
+    assert_eq!(
+        response.headers()["oci-subject"],
+        subject.to_string().as_str()
+    );
+    assert_manifest_created(response, repo, digest).await;
+}
 
 /// Pushes an artifact manifest (empty config, one layer) with `subject`; returns its
 /// bytes and digest.
@@ -31,30 +50,23 @@ async fn push_referrer(
         "annotations": annotations,
     }))
     .unwrap();
-    let response = app
-        .put_manifest(
-            repo,
-            &Digest::sha256_of(&manifest).to_string(),
-            OCI_MANIFEST,
-            &manifest,
-        )
-        .await;
-    assert_eq!(response.status(), 201);
-    // The registry tells the client it processed the subject.
-    assert_eq!(
-        response.headers()["oci-subject"],
-        subject_digest.to_string().as_str()
-    );
     let digest = Digest::sha256_of(&manifest);
+    let response = app
+        .put_manifest(repo, &digest, OCI_MANIFEST, &manifest)
+        .await;
+    assert_referrer_created(response, repo, &digest, subject_digest).await;
     (manifest, digest)
 }
 
-async fn referrers(app: &TestApp, repo: &str, digest: &str, query: &str) -> reqwest::Response {
-    app.client
-        .get(app.url(&format!("/v2/{repo}/referrers/{digest}{query}")))
-        .send()
+/// `GET /v2/<repo>/referrers/<subject><query>`.
+async fn referrers(
+    app: &TestApp,
+    repo: &str,
+    subject: impl Display,
+    query: &str,
+) -> reqwest::Response {
+    app.get(&format!("/v2/{repo}/referrers/{subject}{query}"))
         .await
-        .unwrap()
 }
 
 /// Asserts the response is an OCI index and returns its `manifests`.
@@ -67,23 +79,22 @@ async fn index_manifests(response: reqwest::Response) -> Vec<serde_json::Value> 
     body["manifests"].as_array().unwrap().clone()
 }
 
+/// The unfiltered referrers of `subject` in `repo`, asserting an OCI index.
+async fn referrer_list(app: &TestApp, repo: &str, subject: impl Display) -> Vec<serde_json::Value> {
+    index_manifests(referrers(app, repo, subject, "").await).await
+}
+
 #[tokio::test]
 async fn no_referrers_is_an_empty_index() {
     let app = TestApp::spawn().await;
     let (_, digest) = app.push_image("plain", "v1", &[b"x"]).await;
-    let response = referrers(&app, "plain", &digest.to_string(), "").await;
+    let response = referrers(&app, "plain", &digest, "").await;
     assert!(response.headers().get("oci-filters-applied").is_none());
     assert!(index_manifests(response).await.is_empty());
     // Unknown subject, unknown repository: still 200 and empty.
-    let unknown = Digest::sha256_of(b"unknown").to_string();
-    assert!(
-        index_manifests(referrers(&app, "plain", &unknown, "").await)
-            .await
-            .is_empty()
-    );
-    assert!(index_manifests(referrers(&app, "nope", &unknown, "").await)
-        .await
-        .is_empty());
+    let unknown = Digest::sha256_of(b"unknown");
+    assert!(referrer_list(&app, "plain", &unknown).await.is_empty());
+    assert!(referrer_list(&app, "nope", &unknown).await.is_empty());
 }
 
 #[tokio::test]
@@ -108,10 +119,8 @@ async fn referrers_are_listed_with_their_artifact_types_and_filtered() {
     )
     .await;
 
-    let manifests =
-        index_manifests(referrers(&app, "signed", &image_digest.to_string(), "").await).await;
     assert_eq!(
-        manifests,
+        referrer_list(&app, "signed", &image_digest).await,
         vec![
             json!({
                 "mediaType": OCI_MANIFEST, "digest": sig_digest, "size": sig.len(),
@@ -126,34 +135,20 @@ async fn referrers_are_listed_with_their_artifact_types_and_filtered() {
         ]
     );
 
-    let response = referrers(
-        &app,
-        "signed",
-        &image_digest.to_string(),
-        "?artifactType=application%2Fvnd.example.sbom",
-    )
-    .await;
+    let filter = "?artifactType=application%2Fvnd.example.sbom";
+    let response = referrers(&app, "signed", &image_digest, filter).await;
     assert_eq!(response.headers()["oci-filters-applied"], "artifactType");
     let manifests = index_manifests(response).await;
     assert_eq!(manifests.len(), 1);
     assert_eq!(manifests[0]["digest"], sbom_digest.to_string());
 
-    let response = referrers(
-        &app,
-        "signed",
-        &image_digest.to_string(),
-        "?artifactType=application/vnd.example.nothing",
-    )
-    .await;
+    let filter = "?artifactType=application/vnd.example.nothing";
+    let response = referrers(&app, "signed", &image_digest, filter).await;
     assert_eq!(response.headers()["oci-filters-applied"], "artifactType");
     assert!(index_manifests(response).await.is_empty());
 
     // Referrers are per repository.
-    assert!(
-        index_manifests(referrers(&app, "other", &image_digest.to_string(), "").await)
-            .await
-            .is_empty()
-    );
+    assert!(referrer_list(&app, "other", &image_digest).await.is_empty());
 }
 
 #[tokio::test]
@@ -171,18 +166,12 @@ async fn a_referrer_may_arrive_before_its_subject() {
         "subject": {"mediaType": OCI_INDEX, "digest": subject_digest, "size": future_subject.len()},
     }))
     .unwrap();
-    let response = app.put_manifest("early", "ref", OCI_INDEX, &referrer).await;
-    assert_eq!(response.status(), 201);
-    assert_eq!(
-        response.headers()["oci-subject"],
-        subject_digest.to_string().as_str()
-    );
     let referrer_digest = Digest::sha256_of(&referrer);
+    let response = app.put_manifest("early", "ref", OCI_INDEX, &referrer).await;
+    assert_referrer_created(response, "early", &referrer_digest, &subject_digest).await;
 
-    let manifests =
-        index_manifests(referrers(&app, "early", &subject_digest.to_string(), "").await).await;
     assert_eq!(
-        manifests,
+        referrer_list(&app, "early", &subject_digest).await,
         vec![json!({
             "mediaType": OCI_INDEX, "digest": referrer_digest, "size": referrer.len(),
             "artifactType": "application/vnd.example.bundle",
@@ -191,22 +180,14 @@ async fn a_referrer_may_arrive_before_its_subject() {
 
     // The subject arrives; the referrer is still listed.
     put_ok(&app, "early", "subject", OCI_INDEX, &future_subject).await;
-    let manifests =
-        index_manifests(referrers(&app, "early", &subject_digest.to_string(), "").await).await;
-    assert_eq!(manifests.len(), 1);
+    assert_eq!(referrer_list(&app, "early", &subject_digest).await.len(), 1);
 
     // Deleting the referrer removes it from the list.
-    assert_eq!(
-        app.delete_manifest("early", &referrer_digest.to_string())
-            .await
-            .status(),
-        202
-    );
-    assert!(
-        index_manifests(referrers(&app, "early", &subject_digest.to_string(), "").await)
-            .await
-            .is_empty()
-    );
+    let response = app.delete_manifest("early", &referrer_digest).await;
+    assert_eq!(response.status(), 202);
+    assert!(referrer_list(&app, "early", &subject_digest)
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
@@ -224,8 +205,7 @@ async fn an_image_referrer_without_artifact_type_reports_its_config_media_type()
     }))
     .unwrap();
     put_ok(&app, "cfg", "r", OCI_MANIFEST, &manifest).await;
-    let manifests =
-        index_manifests(referrers(&app, "cfg", &subject_digest.to_string(), "").await).await;
+    let manifests = referrer_list(&app, "cfg", &subject_digest).await;
     assert_eq!(manifests.len(), 1);
     assert_eq!(
         manifests[0]["artifactType"],

@@ -7,7 +7,7 @@ use berth_content::Digest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::crash::{staged_bytes, stalled_request};
-use crate::helpers::{random_bytes, GatewayProcess, RegistryClient, TestDatabase};
+use crate::helpers::{random_bytes, GatewayProcess, TestDatabase};
 
 const MIB: usize = 1024 * 1024;
 
@@ -93,13 +93,8 @@ async fn sigterm_lets_an_upload_in_flight_finish() {
 
     // What was acknowledged is there after a restart.
     let restarted = GatewayProcess::start(&database.url, data_dir.path()).await;
-    let registry = RegistryClient::new(&restarted.address);
-    let pulled = registry
-        .client
-        .get(registry.url(&format!("/v2/shutdown/app/blobs/{digest}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(pulled.status(), 200);
-    assert_eq!(Digest::sha256_of(&pulled.bytes().await.unwrap()), digest);
+    restarted
+        .registry()
+        .assert_blob("shutdown/app", &digest, &body)
+        .await;
 }

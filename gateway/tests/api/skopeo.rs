@@ -12,10 +12,8 @@ use std::time::Duration;
 use berth_content::Digest;
 use serde_json::Value;
 
-use crate::helpers::{TestApp, OCI_INDEX, OCI_MANIFEST};
-use crate::oci_layout::{
-    references, Compression, ImageSpec, LayerSpec, LayoutReader, OciLayout, MANIFEST_ACCEPT,
-};
+use crate::helpers::{RegistryClient, TestApp, OCI_INDEX, OCI_MANIFEST};
+use crate::oci_layout::{references, Compression, ImageSpec, LayoutReader, OciLayout};
 
 /// Generous: skopeo on a loaded 2-core machine can be slow, but it never hangs forever.
 const SKOPEO_TIMEOUT: Duration = Duration::from_secs(300);
@@ -90,27 +88,25 @@ pub struct RegistryTree {
     pub contents: BTreeMap<Digest, Vec<u8>>,
 }
 
-/// Fetches a manifest and everything it references, recursively, from the registry at
-/// `base` (`http://host:port`), checking every digest on the way.
-pub async fn registry_tree(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    reference: &str,
-) -> RegistryTree {
-    let (digest, media_type, bytes) = get_manifest(client, base, repo, reference).await;
+/// Fetches a manifest and everything it references, recursively, from `registry`,
+/// checking every digest on the way.
+pub async fn registry_tree(registry: &RegistryClient, repo: &str, reference: &str) -> RegistryTree {
+    let (digest, media_type, bytes) = registry.pull_manifest(repo, reference).await;
     let mut contents = BTreeMap::new();
     let mut pending = vec![(digest.clone(), bytes)];
     while let Some((manifest_digest, manifest)) = pending.pop() {
         let refs = references(&manifest);
         for blob in refs.blobs {
-            let bytes = get_blob(client, base, repo, &blob).await;
+            let bytes = registry.pull_blob(repo, &blob).await;
             contents.insert(blob, bytes);
         }
         for child in refs.manifests {
-            let (child_digest, _, bytes) =
-                get_manifest(client, base, repo, &child.to_string()).await;
-            assert_eq!(child_digest, child, "{base}: manifest {child} by digest");
+            let (child_digest, _, bytes) = registry.pull_manifest(repo, &child).await;
+            assert_eq!(
+                child_digest, child,
+                "{}: manifest {child} by digest",
+                registry.address
+            );
             pending.push((child_digest, bytes));
         }
         contents.insert(manifest_digest, manifest);
@@ -120,71 +116,6 @@ pub async fn registry_tree(
         media_type,
         contents,
     }
-}
-
-/// GET of a manifest; returns its `Docker-Content-Digest`, which must be the digest of
-/// the bytes served, its media type and bytes.
-pub async fn get_manifest(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    reference: &str,
-) -> (Digest, String, Vec<u8>) {
-    let url = format!("{base}/v2/{repo}/manifests/{reference}");
-    let response = client
-        .get(&url)
-        .header("Accept", MANIFEST_ACCEPT)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap().to_vec();
-    assert_eq!(
-        status,
-        200,
-        "GET {url}: {}",
-        String::from_utf8_lossy(&bytes)
-    );
-    let digest = headers
-        .get("docker-content-digest")
-        .unwrap_or_else(|| panic!("GET {url}: no Docker-Content-Digest"));
-    let digest = Digest::parse(digest.to_str().unwrap()).unwrap();
-    assert_eq!(
-        Digest::sha256_of(&bytes),
-        digest,
-        "GET {url}: the body does not hash to Docker-Content-Digest"
-    );
-    let media_type = headers
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    (digest, media_type, bytes)
-}
-
-/// GET of a blob, checked against its digest.
-pub async fn get_blob(
-    client: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    digest: &Digest,
-) -> Vec<u8> {
-    let url = format!("{base}/v2/{repo}/blobs/{digest}");
-    let response = client.get(&url).send().await.unwrap();
-    let status = response.status();
-    let bytes = response.bytes().await.unwrap().to_vec();
-    assert_eq!(
-        status,
-        200,
-        "GET {url}: {}",
-        String::from_utf8_lossy(&bytes[..bytes.len().min(500)])
-    );
-    assert_eq!(
-        &Digest::sha256_of(&bytes),
-        digest,
-        "GET {url}: the body does not hash to the digest"
-    );
-    bytes
 }
 
 /// Asserts that a layout skopeo pulled holds exactly the registry's tree under `tag`.
@@ -210,13 +141,6 @@ pub fn assert_layout_matches(layout: &Path, tag: &str, registry: &RegistryTree) 
     }
 }
 
-fn layers(specs: &[(usize, Compression)]) -> Vec<LayerSpec> {
-    specs
-        .iter()
-        .map(|&(size, compression)| LayerSpec { size, compression })
-        .collect()
-}
-
 #[tokio::test]
 async fn skopeo_copies_a_multi_layer_image_in_and_out_byte_for_byte() {
     let app = TestApp::spawn().await;
@@ -228,18 +152,18 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_byte_for_byte() {
         "v1",
         &ImageSpec::linux(
             "amd64",
-            &layers(&[
+            &[
                 (700_000, Compression::Gzip),
                 (300_000, Compression::None),
                 (1, Compression::Gzip),
                 (2 * 1024 * 1024, Compression::None),
-            ]),
+            ],
         ),
     );
     let destination = format!("docker://{}/skopeo/multi-layer:v1", app.host);
     let pushed = skopeo_copy(&source.reference("v1"), &destination, false).await;
 
-    let berth = registry_tree(&app.client, &app.address, "skopeo/multi-layer", "v1").await;
+    let berth = registry_tree(&app, "skopeo/multi-layer", "v1").await;
     assert_eq!(
         berth.digest, pushed,
         "Berth's digest for the tag is not what skopeo pushed"
@@ -258,13 +182,7 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_byte_for_byte() {
         image.config_digest.to_string()
     );
     // By digest too.
-    let by_digest = registry_tree(
-        &app.client,
-        &app.address,
-        "skopeo/multi-layer",
-        &pushed.to_string(),
-    )
-    .await;
+    let by_digest = registry_tree(&app, "skopeo/multi-layer", &pushed.to_string()).await;
     assert_eq!(by_digest.contents, berth.contents);
 
     // Out again, into a new layout: the same bytes under the same digests.
@@ -328,8 +246,7 @@ async fn skopeo_copies_a_multi_layer_image_in_and_out_byte_for_byte() {
         .collect();
     tags.sort_unstable();
     assert_eq!(tags, ["latest", "v1"]);
-    let (latest, _, _) =
-        get_manifest(&app.client, &app.address, "skopeo/multi-layer", "latest").await;
+    let (latest, _, _) = app.pull_manifest("skopeo/multi-layer", "latest").await;
     assert_eq!(latest, berth.digest);
 }
 
@@ -344,11 +261,11 @@ async fn skopeo_copies_a_multi_arch_index_in_and_out_byte_for_byte() {
         &[
             ImageSpec::linux(
                 "amd64",
-                &layers(&[(400_000, Compression::Gzip), (90_000, Compression::Gzip)]),
+                &[(400_000, Compression::Gzip), (90_000, Compression::Gzip)],
             ),
             ImageSpec::linux(
                 "arm64",
-                &layers(&[(250_000, Compression::Gzip), (10, Compression::Gzip)]),
+                &[(250_000, Compression::Gzip), (10, Compression::Gzip)],
             ),
         ],
     );
@@ -357,7 +274,7 @@ async fn skopeo_copies_a_multi_arch_index_in_and_out_byte_for_byte() {
     let pushed = skopeo_copy(&source.reference("multi"), &destination, true).await;
     assert_eq!(pushed, index.digest, "skopeo changed the index on push");
 
-    let berth = registry_tree(&app.client, &app.address, "skopeo/multi-arch", "multi").await;
+    let berth = registry_tree(&app, "skopeo/multi-arch", "multi").await;
     assert_eq!(berth.digest, index.digest);
     assert_eq!(berth.media_type, OCI_INDEX);
     assert_eq!(
@@ -365,22 +282,13 @@ async fn skopeo_copies_a_multi_arch_index_in_and_out_byte_for_byte() {
         "Berth holds other bytes than the source"
     );
     for image in &index.images {
-        let (digest, media_type, _) = get_manifest(
-            &app.client,
-            &app.address,
-            "skopeo/multi-arch",
-            &image.manifest_digest.to_string(),
-        )
-        .await;
+        let (digest, media_type, _) = app
+            .pull_manifest("skopeo/multi-arch", &image.manifest_digest)
+            .await;
         assert_eq!(digest, image.manifest_digest);
         assert_eq!(media_type, OCI_MANIFEST);
         for blob in image.blob_digests() {
-            let response = app
-                .client
-                .head(app.url(&format!("/v2/skopeo/multi-arch/blobs/{blob}")))
-                .send()
-                .await
-                .unwrap();
+            let response = app.head_blob("skopeo/multi-arch", &blob).await;
             assert_eq!(response.status(), 200, "HEAD {blob}");
         }
     }

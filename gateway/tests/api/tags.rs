@@ -20,12 +20,7 @@ async fn app_with_tags() -> TestApp {
 #[tokio::test]
 async fn tags_are_listed_in_byte_order() {
     let app = app_with_tags().await;
-    let response = app
-        .client
-        .get(app.url("/v2/lib/tagged/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/lib/tagged/tags/list").await;
     assert_eq!(response.status(), 200);
     assert!(next_link(&response).is_none());
     let body: serde_json::Value = response.json().await.unwrap();
@@ -49,24 +44,14 @@ async fn walking_one_tag_at_a_time_visits_every_tag_once() {
     assert_eq!(pages.concat(), TAGS);
 
     // Exactly one full page: no link to an empty page.
-    let response = app
-        .client
-        .get(app.url("/v2/lib/tagged/tags/list?n=7"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/lib/tagged/tags/list?n=7").await;
     assert!(next_link(&response).is_none());
 }
 
 #[tokio::test]
 async fn the_link_header_has_the_spec_shape() {
     let app = app_with_tags().await;
-    let response = app
-        .client
-        .get(app.url("/v2/lib/tagged/tags/list?n=2"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/lib/tagged/tags/list?n=2").await;
     assert_eq!(
         response.headers()["link"],
         "</v2/lib/tagged/tags/list?n=2&last=B>; rel=\"next\""
@@ -76,25 +61,26 @@ async fn the_link_header_has_the_spec_shape() {
 #[tokio::test]
 async fn pagination_edges() {
     let app = app_with_tags().await;
-    // n=0: an empty list and no link.
-    let (body, link) = app.get_page("/v2/lib/tagged/tags/list?n=0").await;
-    assert_eq!(body["tags"], json!([]));
-    assert_eq!(link, None);
-    // last is exclusive.
-    let (body, link) = app.get_page("/v2/lib/tagged/tags/list?last=a").await;
-    assert_eq!(body["tags"], json!(["a-1", "a.1", "a_1"]));
-    assert_eq!(link, None);
+    // Pages that are the last: their list, and no link.
+    for (query, expected) in [
+        // n=0: an empty list.
+        ("?n=0", json!([])),
+        // last is exclusive.
+        ("?last=a", json!(["a-1", "a.1", "a_1"])),
+        // last beyond the end: empty.
+        ("?last=zzz", json!([])),
+        // n larger than the total: everything.
+        ("?n=500", json!(TAGS)),
+    ] {
+        let (body, link) = app
+            .get_page(&format!("/v2/lib/tagged/tags/list{query}"))
+            .await;
+        assert_eq!(body["tags"], expected, "{query}");
+        assert_eq!(link, None, "{query}");
+    }
     // last need not be an existing tag.
     let (body, _) = app.get_page("/v2/lib/tagged/tags/list?n=2&last=Y").await;
     assert_eq!(body["tags"], json!(["Z9", "a"]));
-    // last beyond the end: empty, no link.
-    let (body, link) = app.get_page("/v2/lib/tagged/tags/list?last=zzz").await;
-    assert_eq!(body["tags"], json!([]));
-    assert_eq!(link, None);
-    // n larger than the total: everything, no link.
-    let (body, link) = app.get_page("/v2/lib/tagged/tags/list?n=500").await;
-    assert_eq!(body["tags"], json!(TAGS));
-    assert_eq!(link, None);
 }
 
 #[tokio::test]
@@ -116,12 +102,7 @@ async fn n_is_clamped_to_the_configured_maximum() {
 async fn invalid_n_is_refused() {
     let app = app_with_tags().await;
     for n in ["-1", "abc", "1.5", "0x10"] {
-        let response = app
-            .client
-            .get(app.url(&format!("/v2/lib/tagged/tags/list?n={n}")))
-            .send()
-            .await
-            .unwrap();
+        let response = app.get(&format!("/v2/lib/tagged/tags/list?n={n}")).await;
         assert_oci_error(response, 400, "SIZE_INVALID").await;
     }
 }
@@ -129,12 +110,7 @@ async fn invalid_n_is_refused() {
 #[tokio::test]
 async fn unknown_repository_is_name_unknown() {
     let app = TestApp::spawn().await;
-    let response = app
-        .client
-        .get(app.url("/v2/no/such/repo/tags/list"))
-        .send()
-        .await
-        .unwrap();
+    let response = app.get("/v2/no/such/repo/tags/list").await;
     assert_oci_error(response, 404, "NAME_UNKNOWN").await;
 }
 
