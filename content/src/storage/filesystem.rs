@@ -5,26 +5,28 @@
 //! fsynced upload file, so a reader can never see a partial blob, and a crash leaves at
 //! worst an orphaned upload file (removed when its session expires).
 //!
-//! Writes use two blocking threads fed from the request stream: one hashes, one writes.
-//! SHA-256 and the write syscalls then overlap instead of adding up, which is what keeps
-//! a large push close to hashing speed. Both queues are bounded, so memory per upload is
-//! a few chunks whatever the blob size.
+//! Writes copy the request body into a few large blocks that go through two blocking
+//! threads in turn: one hashes, then one writes with direct I/O. SHA-256 and the writes
+//! then overlap instead of adding up, which is what keeps a large push close to hashing
+//! speed; blocks are recycled, so memory per upload is a few blocks whatever the blob
+//! size. See [`StagingFile`] and [`Block`] for why direct I/O and why these blocks.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
-use tokio::sync::mpsc;
+use futures::{FutureExt, StreamExt};
+use tokio::sync::{mpsc, Semaphore, SemaphorePermit};
 use uuid::Uuid;
 
 use super::{Appended, BlobStore, ByteRange, ByteStream, StorageError};
 use crate::digest::{Algorithm, Digest, DigestHasher};
 
-/// Chunks in flight per upload between the request and each blocking thread.
-const WRITE_QUEUE_CHUNKS: usize = 16;
 /// Read size when streaming a blob out; large enough to keep syscalls cheap.
 const READ_CHUNK: usize = 512 * 1024;
 /// Blobs up to this size are read in one go instead of through a reader thread.
@@ -107,60 +109,132 @@ impl BlobStore for FilesystemStore {
         mut hasher: DigestHasher,
     ) -> Result<Appended, StorageError> {
         let path = self.upload_path(id);
-        let mut file = blocking(move || {
-            let mut file = not_found_as(OpenOptions::new().write(true).open(path), || {
-                StorageError::UploadNotFound(id)
-            })?;
-            file.seek(SeekFrom::Start(offset))?;
-            Ok(file)
+        let (mut staging, first) = blocking(move || {
+            let mut staging =
+                not_found_as(StagingFile::open(path), || StorageError::UploadNotFound(id))?;
+            let first = staging.first_block(offset)?;
+            Ok((staging, first))
         })
         .await?;
 
-        let (hash_tx, mut hash_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
-        let (write_tx, mut write_rx) = mpsc::channel::<Bytes>(WRITE_QUEUE_CHUNKS);
+        // Blocks go request -> hasher -> writer -> back to the request side. Every queue
+        // can hold every block there is, so no thread ever waits on a full queue: the
+        // request side waiting for a free block is the only back-pressure.
+        let (hash_tx, mut hash_rx) = mpsc::channel::<Block>(QUEUE);
+        let (write_tx, mut write_rx) = mpsc::channel::<Block>(QUEUE);
+        let (free_tx, free_rx) = mpsc::channel::<Block>(QUEUE);
         let hash_thread = tokio::task::spawn_blocking(move || {
-            while let Some(chunk) = hash_rx.blocking_recv() {
-                hasher.update(&chunk);
+            while let Some(block) = hash_rx.blocking_recv() {
+                hasher.update(block.new_bytes());
+                // A closed queue means the writer failed; its error is reported below.
+                if write_tx.blocking_send(block).is_err() {
+                    break;
+                }
             }
             hasher
         });
         let write_thread = tokio::task::spawn_blocking(move || -> io::Result<u64> {
             let mut written = 0u64;
-            while let Some(chunk) = write_rx.blocking_recv() {
-                file.write_all(&chunk)?;
-                written += chunk.len() as u64;
+            let mut end = None;
+            while let Some(mut block) = write_rx.blocking_recv() {
+                staging.write(&mut block)?;
+                written += block.new_bytes().len() as u64;
+                end = Some(block.end());
+                // Fails only once the request side is done; the block is then freed.
+                let _ = free_tx.try_send(block);
+            }
+            if let Some(end) = end {
+                staging.finish(end)?;
             }
             Ok(written)
         });
 
-        let mut body_error = None;
-        while let Some(item) = body.next().await {
-            match item {
-                Ok(chunk) if chunk.is_empty() => {}
-                Ok(chunk) => {
-                    // A closed queue means the writer failed; its error is reported below.
-                    if write_tx.send(chunk.clone()).await.is_err()
-                        || hash_tx.send(chunk).await.is_err()
-                    {
-                        break;
+        // Each frame is copied into a block at once and dropped, which hands hyper back
+        // its read buffer: kept while hashing and writing, it would make hyper allocate
+        // (and the kernel fault in) a fresh buffer for every frame.
+        let mut pool = BlockPool::new(free_rx);
+        let mut next_offset = first.file_offset;
+        let mut current = Some(first);
+        let mut failure = None;
+        'body: loop {
+            let item = match body.next().now_or_never() {
+                Some(item) => item,
+                // The client paused with bytes waiting for their block to fill: after a
+                // moment they go to disk as they are, as they would have without blocks.
+                None if current.as_ref().is_some_and(|b| !b.new_bytes().is_empty()) => {
+                    match tokio::time::timeout(IDLE_FLUSH, body.next()).await {
+                        Ok(item) => item,
+                        Err(_) => {
+                            let partial = current.take().expect("checked above");
+                            // Placed by `continue_after`, hence no offset here.
+                            let mut next = match pool.next(0).await {
+                                Ok(Some(block)) => block,
+                                Ok(None) => break 'body,
+                                Err(e) => {
+                                    failure = Some(StorageError::Io(e));
+                                    break 'body;
+                                }
+                            };
+                            next.continue_after(&partial);
+                            if hash_tx.send(partial).await.is_err() {
+                                break 'body;
+                            }
+                            current = Some(next);
+                            continue;
+                        }
                     }
                 }
-                Err(e) => {
-                    body_error = Some(e);
+                None => body.next().await,
+            };
+            let frame = match item {
+                Some(Ok(frame)) => frame,
+                Some(Err(e)) => {
+                    failure = Some(StorageError::Body(e));
                     break;
+                }
+                None => break,
+            };
+            let mut rest = &frame[..];
+            while !rest.is_empty() {
+                let block = match &mut current {
+                    Some(block) => block,
+                    None => match pool.next(next_offset).await {
+                        Ok(Some(block)) => current.insert(block),
+                        // The writer failed; its error is reported below.
+                        Ok(None) => break 'body,
+                        Err(e) => {
+                            failure = Some(StorageError::Io(e));
+                            break 'body;
+                        }
+                    },
+                };
+                let n = block.fill(rest);
+                rest = &rest[n..];
+                if block.is_full() {
+                    next_offset = block.end();
+                    let full = current.take().expect("the block being filled");
+                    if hash_tx.send(full).await.is_err() {
+                        break 'body;
+                    }
                 }
             }
         }
+        if failure.is_none() {
+            if let Some(last) = current.take().filter(|b| !b.new_bytes().is_empty()) {
+                // Fails only when the writer failed, reported below.
+                let _ = hash_tx.send(last).await;
+            }
+        }
         drop(hash_tx);
-        drop(write_tx);
+        drop(pool);
         let hasher = hash_thread
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))?;
         let written = write_thread
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))??;
-        if let Some(e) = body_error {
-            return Err(StorageError::Body(e));
+        if let Some(e) = failure {
+            return Err(e);
         }
         Ok(Appended { written, hasher })
     }
@@ -309,6 +383,387 @@ impl BlobStore for FilesystemStore {
     }
 }
 
+/// Alignment of direct-I/O memory, file offsets and lengths: the largest logical block
+/// size in common use, so it suits any disk.
+const DIRECT_ALIGN: usize = 4096;
+/// How long a body may pause before the bytes it sent are written short of a full block.
+const IDLE_FLUSH: Duration = Duration::from_millis(50);
+/// Size of an upload's first block. Most blobs (configs, small layers) fit in it, and
+/// it is given up as soon as it has been written, so only large uploads get large blocks.
+const FIRST_BLOCK: usize = 256 * 1024;
+/// Size of the blocks after the first: one transparent huge page.
+const BLOCK_SIZE: usize = 2 * 1024 * 1024;
+/// Large blocks every upload may have: one filling while the other is hashed or written.
+const MIN_BLOCKS: usize = 2;
+/// Large blocks an upload may have at most, the ones past `MIN_BLOCKS` taken from
+/// [`EXTRA_BLOCKS`]: with four, filling, hashing and writing each have a block and one
+/// is spare, which is what keeps the hasher busy (measured on a 1 GiB push: two blocks
+/// about 30 % slower, three 10-15 %, six no faster).
+const MAX_BLOCKS: usize = 4;
+/// Large blocks past `MIN_BLOCKS` shared by all uploads of the process (32 MiB), so that
+/// many concurrent uploads stay within a fixed memory budget (32 concurrent 1 GiB pushes
+/// peaked at about 200 MiB RSS) while a few get the deeper pipeline.
+static EXTRA_BLOCKS: Semaphore = Semaphore::const_new(16);
+/// Capacity of the queues between the request side and the threads: every block an
+/// upload can have (its large blocks and the first), so no queue is ever full.
+const QUEUE: usize = MAX_BLOCKS + 1;
+
+/// A piece of an upload on its way to disk: the bytes for file offsets
+/// `file_offset..file_offset + len`, in memory aligned for direct I/O.
+struct Block {
+    mem: BlockMemory,
+    /// Where the block goes in the file; a multiple of `DIRECT_ALIGN`.
+    file_offset: u64,
+    len: usize,
+    /// Leading bytes that were already in the file, there only so that the write starts
+    /// aligned: neither hashed nor counted again.
+    head: usize,
+    /// A share of `EXTRA_BLOCKS`, given back when the block is freed.
+    _extra: Option<SemaphorePermit<'static>>,
+}
+
+impl Block {
+    fn new(capacity: usize, extra: Option<SemaphorePermit<'static>>) -> io::Result<Self> {
+        Ok(Block {
+            mem: BlockMemory::new(capacity)?,
+            file_offset: 0,
+            len: 0,
+            head: 0,
+            _extra: extra,
+        })
+    }
+
+    fn reset(&mut self, file_offset: u64) {
+        self.file_offset = file_offset;
+        self.len = 0;
+        self.head = 0;
+    }
+
+    /// Makes this block continue the upload where `prev`, a partly filled block, ends:
+    /// from the alignment boundary before, with the bytes up to there as its head.
+    fn continue_after(&mut self, prev: &Block) {
+        let end = prev.end();
+        let head = (end % DIRECT_ALIGN as u64) as usize;
+        self.reset(end - head as u64);
+        self.mem.as_mut_slice()[..head].copy_from_slice(&prev.data()[prev.len - head..]);
+        self.len = head;
+        self.head = head;
+    }
+
+    fn is_large(&self) -> bool {
+        self.mem.len == BLOCK_SIZE
+    }
+
+    /// Copies as much of `bytes` as fits; returns how much that was.
+    fn fill(&mut self, bytes: &[u8]) -> usize {
+        let n = bytes.len().min(self.mem.len - self.len);
+        let at = self.len;
+        self.mem.as_mut_slice()[at..at + n].copy_from_slice(&bytes[..n]);
+        self.len += n;
+        n
+    }
+
+    fn is_full(&self) -> bool {
+        self.len == self.mem.len
+    }
+
+    /// The bytes this block adds to the upload.
+    fn new_bytes(&self) -> &[u8] {
+        &self.mem.as_slice()[self.head..self.len]
+    }
+
+    /// The block's bytes, from its aligned file offset on.
+    fn data(&self) -> &[u8] {
+        &self.mem.as_slice()[..self.len]
+    }
+
+    /// The block's bytes padded to a whole number of `DIRECT_ALIGN` units, as a direct
+    /// write needs them. The padding is zeroed first, so no stale bytes of an earlier use
+    /// reach the file, and cut off again by [`StagingFile::finish`].
+    fn padded(&mut self) -> &[u8] {
+        let padded = self.len.next_multiple_of(DIRECT_ALIGN);
+        self.mem.as_mut_slice()[self.len..padded].fill(0);
+        &self.mem.as_slice()[..padded]
+    }
+
+    /// File offset just past the block's bytes.
+    fn end(&self) -> u64 {
+        self.file_offset + self.len as u64
+    }
+}
+
+/// Where the request side of an upload gets its next block: one the writer is done with,
+/// or a new one while the upload is below its share.
+struct BlockPool {
+    free: mpsc::Receiver<Block>,
+    large: usize,
+}
+
+impl BlockPool {
+    fn new(free: mpsc::Receiver<Block>) -> Self {
+        BlockPool { free, large: 0 }
+    }
+
+    /// A block for file offset `file_offset`; `None` once the writer has stopped.
+    async fn next(&mut self, file_offset: u64) -> io::Result<Option<Block>> {
+        let mut block = loop {
+            let returned = match self.free.try_recv() {
+                Ok(block) => Some(block),
+                Err(_) if self.large < MIN_BLOCKS => {
+                    self.large += 1;
+                    break Block::new(BLOCK_SIZE, None)?;
+                }
+                Err(_) if self.large < MAX_BLOCKS => match EXTRA_BLOCKS.try_acquire() {
+                    Ok(permit) => {
+                        self.large += 1;
+                        break Block::new(BLOCK_SIZE, Some(permit))?;
+                    }
+                    Err(_) => self.free.recv().await,
+                },
+                Err(_) => self.free.recv().await,
+            };
+            match returned {
+                Some(block) if block.is_large() => break block,
+                // The small first block served the start of the upload: let it go.
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        };
+        block.reset(file_offset);
+        Ok(Some(block))
+    }
+}
+
+/// Memory for one block, mapped on its own: page-aligned (as direct I/O needs), and on
+/// drop either kept in [`SPARE_MEMORY`] or unmapped, never left to the allocator's
+/// trimming. A full-size block is aligned to, and advised as, one transparent huge page:
+/// on a 1 GiB push, 2 MiB huge-page blocks instead of 1 MiB ordinary ones took about a
+/// fifth off the gateway's CPU time (less TLB work when copying and hashing, one page
+/// instead of 512 for the kernel to pin per direct write).
+struct BlockMemory {
+    map: *mut libc::c_void,
+    map_len: usize,
+    data: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is owned by this value alone and only reached through it.
+unsafe impl Send for BlockMemory {}
+
+impl BlockMemory {
+    fn new(len: usize) -> io::Result<Self> {
+        if let Some(spare) = take_spare(len) {
+            return Ok(spare);
+        }
+        let align = if len == BLOCK_SIZE { BLOCK_SIZE } else { 1 };
+        // Mappings are page-aligned; the slack for huge-page alignment is never touched,
+        // so it costs address space only.
+        let map_len = len + align - 1;
+        // SAFETY: a fresh private anonymous mapping, aliasing nothing.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let skip = (align - map as usize % align) % align;
+        // SAFETY: `skip + len <= map_len`, so `data..data + len` lies within the mapping.
+        let data = unsafe { map.cast::<u8>().add(skip) };
+        #[cfg(target_os = "linux")]
+        if len == BLOCK_SIZE {
+            // Advice only: without huge pages the block works the same, a little slower.
+            // SAFETY: the range lies within the mapping.
+            unsafe { libc::madvise(data.cast(), len, libc::MADV_HUGEPAGE) };
+        }
+        Ok(BlockMemory {
+            map,
+            map_len,
+            data,
+            len,
+        })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        // SAFETY: `data..data + len` is mapped readable for the life of `self`.
+        unsafe { std::slice::from_raw_parts(self.data, self.len) }
+    }
+
+    fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as above, writable, and `&mut self` makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.data, self.len) }
+    }
+}
+
+impl Drop for BlockMemory {
+    fn drop(&mut self) {
+        // The spare list takes over the mapping, or it goes.
+        let handed_over = keep_spare(BlockMemory {
+            map: self.map,
+            map_len: self.map_len,
+            data: self.data,
+            len: self.len,
+        });
+        if let Err(unwanted) = handed_over {
+            // SAFETY: unmaps exactly the mapping made in `new`, which nothing refers to
+            // now; `forget` keeps this from running again for the copy.
+            unsafe { libc::munmap(unwanted.map, unwanted.map_len) };
+            std::mem::forget(unwanted);
+        }
+    }
+}
+
+/// Block memory kept for later uploads. A fresh mapping is faulted in and zeroed page by
+/// page as it is first filled: profiled pushing many small blobs, that was 5 % of the
+/// gateway's CPU, and it is about 6 ms per huge page on this kind of VM. Reused memory is
+/// already there. At most 32 first blocks (8 MiB) and 4 large ones (8 MiB) are kept.
+static SPARE_MEMORY: Mutex<Vec<BlockMemory>> = Mutex::new(Vec::new());
+
+fn take_spare(len: usize) -> Option<BlockMemory> {
+    let mut spare = SPARE_MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+    let at = spare.iter().position(|m| m.len == len)?;
+    Some(spare.swap_remove(at))
+}
+
+/// Keeps `mem` for later, or gives it back when enough of its size are kept already.
+fn keep_spare(mem: BlockMemory) -> Result<(), BlockMemory> {
+    let limit = if mem.len == BLOCK_SIZE { 4 } else { 32 };
+    let mut spare = SPARE_MEMORY.lock().unwrap_or_else(|e| e.into_inner());
+    if spare.iter().filter(|m| m.len == mem.len).count() < limit {
+        spare.push(mem);
+        Ok(())
+    } else {
+        Err(mem)
+    }
+}
+
+/// An upload's staging file, written with direct I/O where the filesystem allows it.
+///
+/// Direct I/O takes the page cache out of the write path. A buffered write copies every
+/// byte into freshly allocated page-cache pages, the kernel writes them back later, and
+/// the commit's fsync then waits for a whole blob at once: profiled on a 1 GiB push, that
+/// was about as much CPU as SHA-256 itself plus 0.3-0.4 s of fsync. A direct write hands
+/// the (aligned) block to the disk, which copies it by DMA; by the commit only metadata
+/// and the disk's cache remain to be flushed, and concurrent uploads no longer fill the
+/// page cache with data nobody reads soon. Where direct I/O is refused (some filesystems
+/// do, e.g. older tmpfs), plain buffered writes are used instead.
+struct StagingFile {
+    file: File,
+    path: PathBuf,
+    direct: bool,
+}
+
+impl StagingFile {
+    fn open(path: PathBuf) -> io::Result<Self> {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            match OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&path)
+            {
+                Ok(file) => {
+                    return Ok(StagingFile {
+                        file,
+                        path,
+                        direct: true,
+                    })
+                }
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Ok(StagingFile {
+            file,
+            path,
+            direct: false,
+        })
+    }
+
+    /// Gives up on direct I/O after the filesystem refused an aligned request.
+    fn reopen_buffered(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new().read(true).write(true).open(&self.path)?;
+        self.direct = false;
+        Ok(())
+    }
+
+    /// The block an append at `offset` starts with: aligned, so it begins with the bytes
+    /// already in the file between the alignment boundary and `offset`.
+    fn first_block(&mut self, offset: u64) -> io::Result<Block> {
+        let head = (offset % DIRECT_ALIGN as u64) as usize;
+        let mut block = Block::new(FIRST_BLOCK, None)?;
+        block.reset(offset - head as u64);
+        if head > 0 {
+            let unit = &mut block.mem.as_mut_slice()[..DIRECT_ALIGN];
+            let mut got = 0;
+            while got < head {
+                match self
+                    .file
+                    .read_at(&mut unit[got..], offset - head as u64 + got as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if self.refused(&e) => self.reopen_buffered()?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Bytes missing from a short file read as zeros, as a write past the end
+            // would have left them.
+            unit[got.min(head)..head].fill(0);
+            block.len = head;
+            block.head = head;
+        }
+        Ok(block)
+    }
+
+    fn write(&mut self, block: &mut Block) -> io::Result<()> {
+        let at = block.file_offset;
+        let bytes = if self.direct {
+            block.padded()
+        } else {
+            block.data()
+        };
+        match self.file.write_all_at(bytes, at) {
+            Err(e) if self.refused(&e) => {
+                self.reopen_buffered()?;
+                self.file.write_all_at(block.data(), at)
+            }
+            result => result,
+        }
+    }
+
+    /// Cuts off the padding of the last direct write, which ended at `end`.
+    fn finish(&self, end: u64) -> io::Result<()> {
+        if self.direct && !end.is_multiple_of(DIRECT_ALIGN as u64) {
+            self.file.set_len(end)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `e` is the filesystem refusing direct I/O.
+    fn refused(&self, e: &io::Error) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            self.direct && e.raw_os_error() == Some(libc::EINVAL)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = e;
+            false
+        }
+    }
+}
+
 fn tokio_stream_from(
     mut rx: mpsc::Receiver<io::Result<Bytes>>,
 ) -> impl futures::Stream<Item = io::Result<Bytes>> + Send {
@@ -323,6 +778,10 @@ mod tests {
         Box::pin(futures::stream::iter(
             chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
         ))
+    }
+
+    fn body_of(bytes: Vec<u8>) -> ByteStream {
+        Box::pin(futures::stream::once(async move { Ok(Bytes::from(bytes)) }))
     }
 
     async fn collect(stream: ByteStream) -> Vec<u8> {
@@ -442,6 +901,117 @@ mod tests {
         assert_eq!(
             collect(store.read_blob(&digest, Some(range)).await.unwrap()).await,
             &data[1_000_000..=2_500_000]
+        );
+    }
+
+    #[tokio::test]
+    async fn appends_at_unaligned_offsets_keep_every_byte() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesystemStore::open(dir.path(), true).unwrap();
+        let data: Vec<u8> = (0..5 * 1024 * 1024 + 12_345)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let id = Uuid::new_v4();
+        store.create_upload(id).await.unwrap();
+        let mut hasher = DigestHasher::new(Algorithm::Sha256);
+        let mut offset = 0usize;
+        // Appends ending inside, on and just past alignment units and blocks.
+        for len in [1, 4095, 4097, 300_001, 2 * 1024 * 1024 + 3, 8191] {
+            let chunk = &data[offset..offset + len];
+            let frames: Vec<io::Result<Bytes>> = chunk
+                .chunks(65_537)
+                .map(|c| Ok(Bytes::copy_from_slice(c)))
+                .collect();
+            let appended = store
+                .append_upload(
+                    id,
+                    offset as u64,
+                    Box::pin(futures::stream::iter(frames)),
+                    hasher,
+                )
+                .await
+                .unwrap();
+            assert_eq!(appended.written, len as u64);
+            hasher = appended.hasher;
+            offset += len;
+            assert_eq!(
+                fs::metadata(store.upload_path(id)).unwrap().len(),
+                offset as u64
+            );
+        }
+        let rest = &data[offset..];
+        let appended = store
+            .append_upload(id, offset as u64, body_of(rest.to_vec()), hasher)
+            .await
+            .unwrap();
+        let digest = appended.hasher.finish();
+        assert_eq!(digest, Digest::sha256_of(&data));
+        let rehashed = store
+            .hash_upload(id, data.len() as u64, Algorithm::Sha256)
+            .await
+            .unwrap();
+        assert_eq!(rehashed.finish(), digest);
+        store
+            .commit_upload(id, data.len() as u64, &digest)
+            .await
+            .unwrap();
+        assert_eq!(
+            collect(store.read_blob(&digest, None).await.unwrap()).await,
+            data
+        );
+    }
+
+    #[tokio::test]
+    async fn a_paused_body_reaches_the_file_before_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FilesystemStore::open(dir.path(), false).unwrap();
+        let data: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 241) as u8).collect();
+        let id = Uuid::new_v4();
+        store.create_upload(id).await.unwrap();
+        let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(4);
+        let body: ByteStream = Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        let append = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .append_upload(id, 0, body, DigestHasher::new(Algorithm::Sha256))
+                    .await
+            })
+        };
+        // Past the first block, short of the second: stuck in memory without the pause
+        // rule.
+        let sent = 1024 * 1024 + 1;
+        tx.send(Ok(Bytes::copy_from_slice(&data[..sent])))
+            .await
+            .unwrap();
+        let path = store.upload_path(id);
+        let mut staged = 0;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            staged = fs::metadata(&path).unwrap().len();
+            if staged >= sent as u64 {
+                break;
+            }
+        }
+        assert!(
+            staged >= sent as u64,
+            "only {staged} of {sent} bytes staged"
+        );
+        tx.send(Ok(Bytes::copy_from_slice(&data[sent..])))
+            .await
+            .unwrap();
+        drop(tx);
+        let appended = append.await.unwrap().unwrap();
+        assert_eq!(appended.written, data.len() as u64);
+        let digest = appended.hasher.finish();
+        assert_eq!(digest, Digest::sha256_of(&data));
+        store
+            .commit_upload(id, data.len() as u64, &digest)
+            .await
+            .unwrap();
+        assert_eq!(
+            collect(store.read_blob(&digest, None).await.unwrap()).await,
+            data
         );
     }
 
