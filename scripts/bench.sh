@@ -46,25 +46,9 @@ FAILED=()
 
 # ------------------------------------------------------------------ cleanup
 
-# stop_pid PID NAME: SIGTERM a process this script started, SIGKILL after 15 s.
-stop_pid() {
-    local pid="$1" name="$2" i
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 150; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        note "$name (pid $pid) ignored SIGTERM; sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
 cleanup() {
-    stop_pid "$GW_PID" berth-gateway
-    stop_pid "$REG_PID" docker-registry
+    stop_pid "$GW_PID" berth-gateway 15
+    stop_pid "$REG_PID" docker-registry 15
     GW_PID="" REG_PID=""
     if [ -n "$DB_NAME" ] && [ -n "$ADMIN_URL" ]; then
         psql "$ADMIN_URL" -X -q -c "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null 2>&1 ||
@@ -245,7 +229,7 @@ else
 fi
 if [ "$RSS_BASELINE" = 1 ] && [ "$n" -gt 0 ]; then
     # Make room: Berth is done, so its data can go first.
-    stop_pid "$GW_PID" berth-gateway
+    stop_pid "$GW_PID" berth-gateway 15
     GW_PID=""
     rm -rf "$BENCH/berth"
     bench registry concurrent-push --size-mib 1024 --concurrency "$n"

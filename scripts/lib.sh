@@ -77,16 +77,11 @@ pid_alive() {
     [[ "$cmdline" == *"$2"* ]]
 }
 
-# stop_pidfile PIDFILE PROGRAM [SECONDS]: SIGTERM the process PIDFILE names if it runs
-# PROGRAM, wait up to SECONDS (default 30), SIGKILL as a last resort.
-stop_pidfile() {
-    local pidfile="$1" name="$2" wait="${3:-30}" pid i
-    if ! pid_alive "$pidfile" "$name"; then
-        rm -f "$pidfile"
-        note "$name: not running"
-        return 0
-    fi
-    pid="$(head -n 1 "$pidfile")"
+# stop_pid PID NAME [SECONDS]: SIGTERM the process, wait up to SECONDS (default 30),
+# SIGKILL as a last resort. A pid that is empty or not running is left alone.
+stop_pid() {
+    local pid="$1" name="$2" wait="${3:-30}" i
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
     kill -TERM "$pid" 2>/dev/null || true
     for ((i = 0; i < wait * 10; i++)); do
         kill -0 "$pid" 2>/dev/null || break
@@ -96,6 +91,21 @@ stop_pidfile() {
         note "$name (pid $pid) ignored SIGTERM for ${wait}s; sending SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
     fi
+    # Reaps it when it is this shell's child; harmless otherwise.
+    wait "$pid" 2>/dev/null || true
+}
+
+# stop_pidfile PIDFILE PROGRAM [SECONDS]: stop_pid on the process PIDFILE names if it
+# runs PROGRAM, then remove the pid file.
+stop_pidfile() {
+    local pidfile="$1" name="$2" wait="${3:-30}" pid
+    if ! pid_alive "$pidfile" "$name"; then
+        rm -f "$pidfile"
+        note "$name: not running"
+        return 0
+    fi
+    pid="$(head -n 1 "$pidfile")"
+    stop_pid "$pid" "$name" "$wait"
     rm -f "$pidfile"
     note "$name: stopped (pid $pid)"
 }
