@@ -1041,7 +1041,9 @@ mod tests {
             .unwrap();
         let path = store.upload_path(id);
         let mut staged = 0;
-        for _ in 0..100 {
+        // Poll for up to 10 s: the pause rule acts after 50 ms, but a noisy 2-core CI
+        // machine may be slow to schedule the writer thread.
+        for _ in 0..500 {
             tokio::time::sleep(Duration::from_millis(20)).await;
             staged = fs::metadata(&path).unwrap().len();
             if staged >= sent as u64 {
