@@ -856,7 +856,9 @@ impl GatewayProcess {
             host: format!("127.0.0.1:{port}"),
         };
         let client = reqwest::Client::new();
-        for _ in 0..200 {
+        // Up to 60 s: start-up runs migrations, which a loaded CI machine may take a
+        // while over.
+        for _ in 0..1200 {
             if let Ok(r) = client.get(format!("{}/v2/", process.address)).send().await {
                 if r.status() == 200 {
                     return process;
@@ -864,7 +866,10 @@ impl GatewayProcess {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("berth-gateway did not start; see {}", data_dir.display());
+        // The data dir (and its log) is deleted with the failed test, so show the log.
+        let log = std::fs::read_to_string(data_dir.join(format!("gateway-{port}.log")))
+            .unwrap_or_default();
+        panic!("berth-gateway did not start within 60 s; its log:\n{log}");
     }
 
     /// The registry API of this process.
