@@ -3,7 +3,10 @@
 #
 # Installs what the given use needs and is missing: Debian packages with apt-get (an
 # `apt-get update` only when an install fails), Rust components with rustup, sqlx-cli
-# with cargo install. Silent apart from one line when everything is present.
+# with cargo install, and (test, bench) the Python venv ./var/venv with the pinned
+# packages of gateway/tests/harborapi/requirements.txt (the harborapi client suite, the
+# OpenAPI validator, bcrypt for the benchmark's htpasswd file). Silent apart from one
+# line when everything is present.
 #
 # Environment:
 #   DATABASE_URL   set: no local PostgreSQL server is needed, so none is installed
@@ -39,6 +42,10 @@ case "$profile" in
         need docker-registry have docker-registry
         need openssl have openssl
         need jq have jq
+        need python3 have python3
+        # Debian's python3 lacks venv's ensurepip until python3-venv is installed; only
+        # needed while ./var/venv does not exist yet.
+        [ -x "$VAR/venv/bin/python" ] || need python3-venv python3 -c 'import ensurepip'
         ;;
 esac
 
@@ -79,6 +86,31 @@ if [ "$profile" = test ] && ! cargo sqlx --version >/dev/null 2>&1; then
     cargo install sqlx-cli ${sqlx_version:+--version "=$sqlx_version"} \
         --no-default-features --features postgres,rustls --locked --quiet
     installed+=("sqlx-cli")
+fi
+
+# The Python venv: created once, and `pip install -r` run only when requirements.txt
+# differs from what was last installed into it (its hash is kept in the venv).
+if [ "$profile" = test ] || [ "$profile" = bench ]; then
+    venv="$VAR/venv"
+    requirements="$ROOT/gateway/tests/harborapi/requirements.txt"
+    stamp="$venv/.requirements.sha256"
+    wanted="$(sha256sum "$requirements" | cut -d' ' -f1)"
+    if [ ! -x "$venv/bin/python" ]; then
+        note "python3 -m venv $venv"
+        mkdir -p "$VAR"
+        python3 -m venv "$venv" || die "python3 -m venv $venv failed"
+        rm -f "$stamp"
+    fi
+    if [ "$(cat "$stamp" 2>/dev/null || true)" != "$wanted" ]; then
+        note "pip install -r gateway/tests/harborapi/requirements.txt (log: $VAR/pip.log)"
+        if ! "$venv/bin/python" -m pip install --disable-pip-version-check -q -r "$requirements" \
+            >"$VAR/pip.log" 2>&1; then
+            tail -n 20 "$VAR/pip.log" >&2
+            die "pip install into $venv failed"
+        fi
+        printf '%s\n' "$wanted" >"$stamp"
+        installed+=("python venv")
+    fi
 fi
 
 if [ ${#installed[@]} -eq 0 ]; then

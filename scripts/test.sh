@@ -38,4 +38,6 @@ DATABASE_URL="$check_url" cargo sqlx prepare --workspace --check -- --all-target
 
 step "cargo test --workspace (SQLX_OFFLINE=true)"
 note "tests create their own databases on $DATABASE_URL"
+# The harborapi client suite and the OpenAPI validation run in the venv deps.sh made.
+export TEST_PYTHON="$VAR/venv/bin/python"
 SQLX_OFFLINE=true cargo test --workspace

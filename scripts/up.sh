@@ -7,6 +7,11 @@
 # ./var/data, log in ./var/gateway.log, pid in ./var/gateway.pid. Running it again
 # rebuilds and restarts the gateway. Other BERTH_* variables reach the gateway as its
 # configuration. `make down` stops it all.
+#
+# Authentication is on. The bootstrap administrator `admin` gets the password in
+# BERTH_AUTH__ADMIN_PASSWORD, or else one the gateway generates on first start into
+# ./var/data/admin-password (mode 0600); this script prints it and creates the project
+# `library` for the demo push.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 at_exit :
@@ -73,6 +78,27 @@ if [ -z "$ready" ]; then
     die "the gateway did not answer $base/v2/ within 60s (log above: $log)"
 fi
 
+admin_user="${BERTH_AUTH__ADMIN_USERNAME:-admin}"
+password_file="$VAR/data/admin-password"
+if [ -n "${BERTH_AUTH__ADMIN_PASSWORD:-}" ]; then
+    admin_password="$BERTH_AUTH__ADMIN_PASSWORD"
+    password_note="(from BERTH_AUTH__ADMIN_PASSWORD)"
+elif [ -r "$password_file" ]; then
+    admin_password="$(head -n 1 "$password_file")"
+    password_note="(generated on first start; kept in ./var/data/admin-password)"
+else
+    die "no administrator password: set BERTH_AUTH__ADMIN_PASSWORD or look in $log"
+fi
+# The demo push goes into the project `library`; 409 means it exists already.
+code="$(curl -s -o /dev/null -w '%{http_code}' -u "$admin_user:$admin_password" \
+    -H 'Content-Type: application/json' -d '{"project_name":"library","metadata":{"public":"false"}}' \
+    "$base/api/v2.0/projects" || true)"
+case "$code" in
+    201 | 409) ;;
+    401) note "could not create project library: the administrator password was changed through the API; create it yourself" ;;
+    *) show_log; die "creating project library answered HTTP $code (log: $log)" ;;
+esac
+
 "$ROOT/scripts/demo-image.sh" "$VAR/demo-image"
 cat <<EOF
 
@@ -81,13 +107,18 @@ Berth is up.
   PostgreSQL  $db_url
   NATS        $nats_url
   logs        ./var/gateway.log  ./var/postgres.log  ./var/nats.log
+  admin       $admin_user / $admin_password   $password_note
 
-Push a small demo image (an OCI layout just written to ./var/demo-image) and read it back:
+Log in, push a small demo image (an OCI layout just written to ./var/demo-image) into the
+private project library, and read it back:
+  skopeo login --tls-verify=false -u $admin_user -p '$admin_password' $host:$port
   skopeo copy --dest-tls-verify=false oci:./var/demo-image:latest docker://$host:$port/library/demo:latest
   skopeo inspect --tls-verify=false docker://$host:$port/library/demo:latest
-  curl -s $base/v2/library/demo/tags/list
+  curl -s -u $admin_user:'$admin_password' $base/api/v2.0/projects/library/repositories
 
-Any other image works the same way, e.g. from a docker-archive:
+Create another project (Harbor's API, so harborapi and harbor-cli work too), then push into it:
+  curl -u $admin_user:'$admin_password' -H 'Content-Type: application/json' \\
+       -d '{"project_name":"myproject","metadata":{"public":"true"}}' $base/api/v2.0/projects
   skopeo copy --dest-tls-verify=false docker-archive:./image.tar docker://$host:$port/myproject/app:1.0
 
 Stop everything: make down

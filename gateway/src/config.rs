@@ -27,6 +27,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub delete: DeleteConfig,
     pub uploads: UploadsConfig,
+    pub auth: AuthConfig,
+    pub projects: ProjectsConfig,
+    pub audit: AuditConfig,
+    /// The URL clients reach this registry at (`https://registry.example.com`), used in
+    /// token realms and `systeminfo`. Empty: derived from each request's `Host`.
+    pub external_url: String,
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     pub shutdown_grace_secs: u64,
 }
@@ -42,6 +48,10 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             delete: DeleteConfig::default(),
             uploads: UploadsConfig::default(),
+            auth: AuthConfig::default(),
+            projects: ProjectsConfig::default(),
+            audit: AuditConfig::default(),
+            external_url: String::new(),
             shutdown_grace_secs: 30,
         }
     }
@@ -121,6 +131,89 @@ impl Default for UploadsConfig {
     }
 }
 
+/// How requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// HTTP Basic and the Docker token flow, with projects' access rules.
+    Token,
+    /// No authentication: every request may do everything. Benchmarks and closed test
+    /// networks only.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// The bootstrap administrator, created on first start if no user of this name exists.
+    pub admin_username: String,
+    /// Its password (`BERTH_AUTH__ADMIN_PASSWORD`). Unset: a random one is generated and
+    /// written to `admin_password_file` (mode 0600), never to the log.
+    pub admin_password: Option<Secret>,
+    /// Where a generated bootstrap password is written; relative paths are under `data_dir`.
+    pub admin_password_file: PathBuf,
+    /// The ES256 key tokens are signed with, generated on first start; relative paths are
+    /// under `data_dir`. Every gateway and worker of an installation must share it.
+    pub token_key_file: PathBuf,
+    /// `iss` of issued tokens; tokens from any other issuer are refused.
+    pub token_issuer: String,
+    /// `service` in challenges and `aud` of tokens.
+    pub service: String,
+    /// Lifetime of issued tokens, in seconds.
+    pub token_ttl_secs: u64,
+    /// Failed logins allowed in a burst, per username and per client address.
+    pub login_failure_burst: u32,
+    /// One more failed login is allowed per this many seconds.
+    pub login_failure_refill_secs: u64,
+    /// Largest `Authorization` header accepted, in bytes.
+    pub max_authorization_bytes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            mode: AuthMode::Token,
+            admin_username: "admin".to_owned(),
+            admin_password: None,
+            admin_password_file: PathBuf::from("admin-password"),
+            token_key_file: PathBuf::from("auth/token-key.pem"),
+            token_issuer: "berth-token-issuer".to_owned(),
+            service: "berth-registry".to_owned(),
+            token_ttl_secs: 1800,
+            login_failure_burst: 10,
+            login_failure_refill_secs: 6,
+            max_authorization_bytes: 8 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProjectsConfig {
+    /// Let system administrators create a project by pushing into it (private). Others
+    /// always get `NAME_UNKNOWN` for a project that does not exist.
+    pub create_on_push: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Records older than this many days are deleted.
+    pub retention_days: i64,
+    /// How often old records are looked for, in seconds.
+    pub purge_interval_secs: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            retention_days: 90,
+            purge_interval_secs: 3600,
+        }
+    }
+}
+
 /// A string that never prints: connection URLs carry passwords.
 #[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -161,6 +254,14 @@ impl Config {
 
     pub fn storage_root(&self) -> PathBuf {
         self.data_dir.join(&self.storage.root)
+    }
+
+    pub fn token_key_path(&self) -> PathBuf {
+        self.data_dir.join(&self.auth.token_key_file)
+    }
+
+    pub fn admin_password_path(&self) -> PathBuf {
+        self.data_dir.join(&self.auth.admin_password_file)
     }
 }
 

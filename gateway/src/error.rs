@@ -97,6 +97,10 @@ pub enum RegistryError {
     Database(#[from] sqlx::Error),
     #[error("storage: {0}")]
     Storage(#[from] StorageError),
+    /// Any other failure that is not the client's (password hashing, token signing):
+    /// logged, answered `UNKNOWN`.
+    #[error("internal: {0}")]
+    Internal(String),
 }
 
 pub type RegistryResult<T> = Result<T, RegistryError>;
@@ -139,7 +143,9 @@ impl RegistryError {
             RegistryError::Client { code, .. } => *code,
             RegistryError::Database(sqlx::Error::PoolTimedOut) => ErrorCode::Unavailable,
             RegistryError::Storage(StorageError::Body(_)) => ErrorCode::BlobUploadInvalid,
-            RegistryError::Database(_) | RegistryError::Storage(_) => ErrorCode::Unknown,
+            RegistryError::Database(_) | RegistryError::Storage(_) | RegistryError::Internal(_) => {
+                ErrorCode::Unknown
+            }
         }
     }
 }

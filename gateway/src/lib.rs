@@ -1,16 +1,21 @@
-//! Berth's registry gateway: the OCI Distribution API on `/v2/`, served from PostgreSQL
-//! metadata and blob storage.
+//! Berth's registry gateway: the OCI Distribution API on `/v2/`, the Docker token
+//! endpoint, and the Harbor-compatible management API on `/api/v2.0/`, served from
+//! PostgreSQL metadata and blob storage.
 //!
 //! The gateway is stateless apart from uploads' in-memory hashers, which are a cache: any
 //! replica can continue any upload. It must never run background jobs (replication,
 //! scanning, GC): those belong to the workers, reached through the event pipeline.
 
+pub mod api;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod state;
 pub mod v2;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +25,8 @@ use berth_content::storage::FilesystemStore;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+use crate::audit::AuditSink;
+use crate::auth::AuthState;
 use crate::config::Config;
 use crate::state::AppState;
 use crate::v2::uploads::UploadHashers;
@@ -35,6 +42,10 @@ pub enum StartError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    TokenKey(#[from] berth_access::token::TokenError),
+    #[error("cannot create the bootstrap administrator: {0}")]
+    Bootstrap(#[from] auth::bootstrap::BootstrapError),
 }
 
 /// Connects to PostgreSQL, applies migrations, opens storage: everything a gateway
@@ -53,7 +64,18 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
             source,
         }
     })?;
+    let keys = berth_access::token::TokenKeys::load_or_generate(
+        &config.token_key_path(),
+        &config.auth.token_issuer,
+    )?;
+    if config.auth.mode == config::AuthMode::Token {
+        auth::bootstrap::ensure_admin(&db, &config).await?;
+    } else {
+        tracing::warn!("auth.mode = \"none\": every request may push, pull and delete anything");
+    }
     Ok(AppState {
+        auth: Arc::new(AuthState::new(keys, &config.auth)),
+        audit: AuditSink::start(db.clone()),
         db,
         storage: Arc::new(storage),
         config: Arc::new(config),
@@ -63,6 +85,8 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
 
 pub fn router(state: AppState) -> Router {
     v2::router()
+        .merge(auth::token_service::router())
+        .merge(api::router())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -77,7 +101,14 @@ pub async fn serve(
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let sweeper = tokio::spawn(v2::uploads::sweep_expired(state.clone(), stop_rx.clone()));
-    let app = router(state);
+    let purger = tokio::spawn(audit::purge_expired(
+        state.db.clone(),
+        state.config.audit.retention_days,
+        Duration::from_secs(state.config.audit.purge_interval_secs),
+        stop_rx.clone(),
+    ));
+    let audit = state.audit.clone();
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
 
     let mut stopped = stop_rx.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -97,5 +128,7 @@ pub async fn serve(
         }
     };
     sweeper.abort();
+    purger.abort();
+    audit.shutdown().await;
     result
 }

@@ -1,11 +1,13 @@
-//! What every handler shares: the database pool, blob storage, configuration and the
-//! in-memory hashers of uploads in progress.
+//! What every handler shares: the database pool, blob storage, configuration, the
+//! in-memory hashers of uploads in progress, authentication state and the audit writer.
 
 use std::sync::Arc;
 
 use berth_content::storage::BlobStore;
 use sqlx::PgPool;
 
+use crate::audit::AuditSink;
+use crate::auth::AuthState;
 use crate::config::Config;
 use crate::v2::uploads::UploadHashers;
 
@@ -18,4 +20,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Hashers of chunked uploads in progress, so a PATCH never re-reads earlier chunks.
     pub hashers: Arc<UploadHashers>,
+    /// Token signing key and login throttling.
+    pub auth: Arc<AuthState>,
+    /// Batched writer of registry-traffic audit records.
+    pub audit: AuditSink,
 }

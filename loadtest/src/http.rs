@@ -1,8 +1,10 @@
 //! A thin OCI Distribution client on hyper: pooled connections for the
 //! upload scenarios, and single dedicated connections for the request-rate
-//! scenarios.
+//! scenarios. With credentials, every request carries what docker would send
+//! (see [`crate::auth`]).
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -15,6 +17,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use url::Url;
+
+use crate::auth::{Auth, Credentials, Scheme};
 
 pub type ReqBody = BoxBody<Bytes, Infallible>;
 
@@ -35,6 +39,8 @@ pub struct Registry {
     client: Client<HttpConnector, ReqBody>,
     base: Url,
     timeout: Duration,
+    /// Set by [`Registry::login`]; `None` sends no credentials.
+    auth: Option<Arc<Auth>>,
 }
 
 impl Registry {
@@ -53,7 +59,67 @@ impl Registry {
             client,
             base,
             timeout,
+            auth: None,
         })
+    }
+
+    /// Logs in as docker does: reads the registry's challenge on `/v2/`, then checks
+    /// that `/v2/` answers 200 with the credentials (for the token flow, with a token
+    /// of no scope, which is what `docker login` asks for).
+    pub async fn login(&mut self, credentials: &Credentials) -> Result<()> {
+        let v2 = self.url("/v2/")?;
+        let resp = self.send_raw(Method::GET, &v2, &[], empty()).await?;
+        if resp.status() != StatusCode::UNAUTHORIZED {
+            let status = resp.status();
+            bail!("GET {v2} without credentials: expected 401 and a challenge, got {status}; is authentication on?");
+        }
+        let challenge = resp
+            .headers()
+            .get(hyper::header::WWW_AUTHENTICATE)
+            .ok_or_else(|| anyhow!("GET {v2}: 401 without WWW-Authenticate"))?
+            .to_str()
+            .context("WWW-Authenticate is not ASCII")?
+            .to_owned();
+        self.expect(resp, StatusCode::UNAUTHORIZED, "challenge")
+            .await?;
+        let scheme = Scheme::from_challenge(&challenge)?;
+        self.auth = Some(Arc::new(Auth::new(scheme, credentials)));
+        let resp = self.send(Method::GET, &v2, &[], empty()).await?;
+        self.expect(resp, StatusCode::OK, &format!("GET {v2} with credentials"))
+            .await?;
+        Ok(())
+    }
+
+    /// `none`, `basic` or `token`.
+    pub fn auth_name(&self) -> &'static str {
+        self.auth.as_ref().map_or("none", |a| a.scheme.name())
+    }
+
+    /// Token requests made so far (0 without the token flow).
+    pub fn token_requests(&self) -> u64 {
+        self.auth.as_ref().map_or(0, |a| a.token_requests())
+    }
+
+    /// The `Authorization` value for `method` on `path`, fetching a token when the
+    /// cache has none for its scope; `None` without credentials.
+    pub async fn authorization(&self, method: &Method, path: &str) -> Result<Option<String>> {
+        let Some(auth) = &self.auth else {
+            return Ok(None);
+        };
+        let header = auth
+            .header(method, path, |url, basic| async move {
+                let resp = self
+                    .send_raw(Method::GET, &url, &[("authorization", &basic)], empty())
+                    .await?;
+                let (parts, body) = resp.into_parts();
+                let body = tokio::time::timeout(self.timeout, body.collect())
+                    .await
+                    .map_err(|_| anyhow!("GET {url}: timed out reading the token"))??
+                    .to_bytes();
+                Ok((parts.status, body))
+            })
+            .await?;
+        Ok(Some(header))
     }
 
     pub fn base(&self) -> &Url {
@@ -71,7 +137,26 @@ impl Registry {
             .with_context(|| format!("joining {path:?} to {}", self.base))
     }
 
+    /// Sends a request with the credentials [`Registry::login`] set up.
     pub async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        headers: &[(&str, &str)],
+        body: ReqBody,
+    ) -> Result<Response<Incoming>> {
+        match self.authorization(&method, url.path()).await? {
+            None => self.send_raw(method, url, headers, body).await,
+            Some(authorization) => {
+                let mut all = headers.to_vec();
+                all.push(("authorization", &authorization));
+                self.send_raw(method, url, &all, body).await
+            }
+        }
+    }
+
+    /// Sends a request with exactly `headers`.
+    async fn send_raw(
         &self,
         method: Method,
         url: &Url,
@@ -321,6 +406,7 @@ impl Conn {
         method: Method,
         path: &str,
         accept: Option<&str>,
+        authorization: Option<&str>,
     ) -> Result<(StatusCode, hyper::HeaderMap, Bytes)> {
         self.sender.ready().await?;
         let mut b = Request::builder()
@@ -329,6 +415,9 @@ impl Conn {
             .header(hyper::header::HOST, &self.host);
         if let Some(a) = accept {
             b = b.header(hyper::header::ACCEPT, a);
+        }
+        if let Some(a) = authorization {
+            b = b.header(hyper::header::AUTHORIZATION, a);
         }
         let resp = self.sender.send_request(b.body(Empty::new())?).await?;
         let (parts, body) = resp.into_parts();

@@ -3,11 +3,14 @@
 //! ```text
 //! loadtest <scenario>[,<scenario>…] --target http://127.0.0.1:5000 [--repo bench/x]
 //!          [--size-mib N] [--concurrency N] [--count N] [--duration-secs N] [--json]
+//!          [--username NAME]   (password in $LOADTEST_PASSWORD)
 //! loadtest report --berth berth.jsonl --baseline registry.jsonl [--openssl speed.txt]
+//!          [--berth-auth berth-auth.jsonl --baseline-auth registry-auth.jsonl]
 //! ```
 //! Scenarios: push-blob, pull-blob, chunked-upload, push-images, get-manifest,
 //! head-blob, concurrent-push, and `all` (every one, in that order).
 
+mod auth;
 mod data;
 mod http;
 mod report;
@@ -58,6 +61,11 @@ struct Cli {
     /// Length of the request-rate scenarios.
     #[arg(long, default_value_t = 10)]
     duration_secs: u64,
+    /// Authenticate as this user, as docker does: HTTP Basic where the registry
+    /// challenges with Basic, the token flow where it challenges with Bearer. The
+    /// password is read from $LOADTEST_PASSWORD.
+    #[arg(long)]
+    username: Option<String>,
     /// Upper bound on requests in a request-rate scenario.
     #[arg(long, default_value_t = 20_000_000)]
     max_requests: u64,
@@ -90,6 +98,12 @@ struct Cli {
     /// report: JSON-lines results of the baseline registry.
     #[arg(long)]
     baseline: Option<PathBuf>,
+    /// report: JSON-lines results of Berth with authentication on.
+    #[arg(long)]
+    berth_auth: Option<PathBuf>,
+    /// report: JSON-lines results of the baseline registry with authentication on.
+    #[arg(long)]
+    baseline_auth: Option<PathBuf>,
     /// report: output of `openssl speed -evp sha256`.
     #[arg(long)]
     openssl: Option<PathBuf>,
@@ -137,15 +151,25 @@ fn real_main(cli: Cli) -> Result<()> {
 }
 
 async fn run_scenarios(cli: &Cli, names: &[String]) -> Result<()> {
-    let reg = http::Registry::new(&cli.target, Duration::from_secs(cli.timeout_secs))?;
-    // Fail early and clearly when the registry is not there.
+    let mut reg = http::Registry::new(&cli.target, Duration::from_secs(cli.timeout_secs))?;
+    // Fail early and clearly when the registry is not there or refuses the credentials.
     let v2 = reg.url("/v2/")?;
-    let resp = reg
-        .send(Method::GET, &v2, &[], http::empty())
-        .await
-        .with_context(|| format!("is a registry listening at {}?", cli.target))?;
-    reg.expect(resp, StatusCode::OK, &format!("GET {v2}"))
-        .await?;
+    match &cli.username {
+        Some(username) => {
+            let credentials = auth::Credentials::from_env(username)?;
+            reg.login(&credentials)
+                .await
+                .with_context(|| format!("logging in to {} as {username}", cli.target))?;
+        }
+        None => {
+            let resp = reg
+                .send(Method::GET, &v2, &[], http::empty())
+                .await
+                .with_context(|| format!("is a registry listening at {}?", cli.target))?;
+            reg.expect(resp, StatusCode::OK, &format!("GET {v2}"))
+                .await?;
+        }
+    }
 
     let seed = cli.seed.unwrap_or_else(|| {
         SystemTime::now()
@@ -167,6 +191,7 @@ async fn run_scenarios(cli: &Cli, names: &[String]) -> Result<()> {
     let mut state = State::default();
     for name in names {
         let watch = cli.watch_pid.map(stats::RssWatch::start);
+        let tokens_before = reg.token_requests();
         let outcome = scenarios::run(name, &reg, &opts, &mut state)
             .await
             .with_context(|| format!("scenario {name} against {}", cli.target))?;
@@ -174,6 +199,12 @@ async fn run_scenarios(cli: &Cli, names: &[String]) -> Result<()> {
         let mut obj = serde_json::Map::new();
         obj.insert("scenario".into(), json!(name));
         obj.insert("target".into(), json!(cli.target));
+        obj.insert("auth".into(), json!(reg.auth_name()));
+        if reg.auth_name() == "token" {
+            let tokens = reg.token_requests() - tokens_before;
+            obj.insert("token_requests".into(), json!(tokens));
+            human.push_str(&format!("; {tokens} token request(s)"));
+        }
         obj.extend(outcome.json);
         if let Some(w) = watch {
             let r = w.finish();
@@ -232,7 +263,15 @@ fn run_report(cli: &Cli) -> Result<()> {
         }
         None => None,
     };
-    let s = report::render(&berth, &base, sha, &cli.note);
+    let load_or_empty = |p: &Option<PathBuf>| match p {
+        Some(p) => report::load(p),
+        None => Ok(Default::default()),
+    };
+    let authed = report::Authed {
+        berth: load_or_empty(&cli.berth_auth)?,
+        baseline: load_or_empty(&cli.baseline_auth)?,
+    };
+    let s = report::render(&berth, &base, &authed, sha, &cli.note);
     print!("{}", s.markdown);
     eprintln!(
         "loadtest: {} targets met, {} not met or not measured",

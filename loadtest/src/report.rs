@@ -1,5 +1,7 @@
 //! `loadtest report`: turns two JSON-lines result files (Berth and the
-//! baseline registry) plus `openssl speed` output into a markdown table.
+//! baseline registry) plus `openssl speed` output into a markdown table; with
+//! the results of the same scenarios with authentication on, it adds rows
+//! showing what auth costs each registry.
 
 use std::collections::HashMap;
 
@@ -167,6 +169,35 @@ const ROWS: &[Row] = &[
     },
 ];
 
+/// The scenarios re-run with authentication on (Berth: token flow; baseline:
+/// htpasswd Basic), and the rate each is judged by.
+const AUTH_ROWS: &[(&str, &str, &str)] = &[
+    ("push-images", "images_per_s", "images/s"),
+    ("get-manifest", "req_per_s", "req/s"),
+];
+
+/// Auth may cost Berth at most this fraction of its unauthenticated rate.
+const AUTH_COST_MAX: f64 = 0.10;
+
+/// Results of the runs with authentication on.
+#[derive(Default)]
+pub struct Authed {
+    pub berth: Results,
+    pub baseline: Results,
+}
+
+/// 1 − authed/unauthed: the share of the rate that authentication takes.
+fn auth_cost(authed: Option<f64>, unauthed: Option<f64>) -> Option<f64> {
+    match (authed, unauthed) {
+        (Some(a), Some(u)) if u > 0.0 => Some(1.0 - a / u),
+        _ => None,
+    }
+}
+
+fn fmt_cost(cost: Option<f64>) -> String {
+    cost.map_or("—".into(), |c| format!("{:.1} %", c * 100.0))
+}
+
 fn get(r: &Results, scenario: &str, field: &str) -> Option<f64> {
     let v = r.get(scenario)?;
     if field == "rss_mib" {
@@ -233,7 +264,13 @@ pub struct Summary {
     pub missed: usize,
 }
 
-pub fn render(berth: &Results, base: &Results, sha_mibs: Option<f64>, notes: &[String]) -> Summary {
+pub fn render(
+    berth: &Results,
+    base: &Results,
+    authed: &Authed,
+    sha_mibs: Option<f64>,
+    notes: &[String],
+) -> Summary {
     let mut out = String::new();
     out.push_str("| scenario | metric | Berth | docker-registry | ratio | target | met? |\n");
     out.push_str("|---|---|---:|---:|---:|---|---|\n");
@@ -291,6 +328,43 @@ pub fn render(berth: &Results, base: &Results, sha_mibs: Option<f64>, notes: &[S
             verdict
         ));
     }
+    for (scenario, field, metric) in AUTH_ROWS {
+        if !authed.berth.contains_key(*scenario) && !authed.baseline.contains_key(*scenario) {
+            continue;
+        }
+        let a = get(&authed.berth, scenario, field);
+        let b = get(&authed.baseline, scenario, field);
+        let ratio = match (a, b) {
+            (Some(a), Some(b)) if a > 0.0 && b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        let berth_cost = auth_cost(a, get(berth, scenario, field));
+        let base_cost = auth_cost(b, get(base, scenario, field));
+        let verdict = match berth_cost {
+            Some(c) if c < AUTH_COST_MAX => {
+                met += 1;
+                "yes"
+            }
+            Some(_) => {
+                missed += 1;
+                "**no**"
+            }
+            None => {
+                missed += 1;
+                "n/a"
+            }
+        };
+        out.push_str(&format!(
+            "| {}, auth on | {metric} | {} | {} | {} | auth cost < {:.0} % (Berth {}, docker-registry {}) | {verdict} |\n",
+            label(&authed.berth, &authed.baseline, scenario),
+            fmt(a),
+            fmt(b),
+            ratio.map_or("—".into(), |r| format!("{r:.2}×")),
+            AUTH_COST_MAX * 100.0,
+            fmt_cost(berth_cost),
+            fmt_cost(base_cost),
+        ));
+    }
     out.push_str(&format!(
         "| `openssl speed -evp sha256`, 16 KiB blocks, 1 core | MiB/s | {} | | | | |\n",
         fmt(sha_mibs)
@@ -300,6 +374,14 @@ pub fn render(berth: &Results, base: &Results, sha_mibs: Option<f64>, notes: &[S
         "Ratio = how many times better Berth is: Berth ÷ docker-registry for throughput, \
          docker-registry ÷ Berth for latency and memory.\n",
     );
+    if !authed.berth.is_empty() || !authed.baseline.is_empty() {
+        out.push_str(
+            "\n\"Auth on\" rows: Berth with the Docker token flow (Basic to the token \
+             endpoint once per repository scope, then Bearer tokens, cached as docker \
+             does), docker-registry with htpasswd (bcrypt-checked Basic on every request). \
+             Auth cost = 1 − rate with auth ÷ rate without, per registry.\n",
+        );
+    }
     for n in notes {
         out.push_str(&format!("\n{n}\n"));
     }
@@ -348,7 +430,13 @@ not json"#,
 {"scenario":"pull-blob","mib_per_s":1000.0,"size_mib":1024}
 {"scenario":"head-blob","req_per_s":10000.0,"p99_ms":4.0,"concurrency":64}"#,
         );
-        let s = render(&berth, &base, Some(2000.0), &["note".into()]);
+        let s = render(
+            &berth,
+            &base,
+            &Authed::default(),
+            Some(2000.0),
+            &["note".into()],
+        );
         let md = &s.markdown;
         assert!(md.contains("| push 1 GiB blob (monolithic) | MiB/s | 1700 | 500 | 3.40× | ≥ 80 % of SHA-256 (1600 MiB/s) | yes |"), "{md}");
         assert!(
@@ -366,6 +454,46 @@ not json"#,
             "{md}"
         );
         assert!(!md.contains("chunked"));
+        assert!(!md.contains("auth on"));
         assert_eq!((s.met, s.missed), (4, 1));
+    }
+
+    #[test]
+    fn auth_rows() {
+        let berth = parse_results(
+            r#"{"scenario":"push-images","images_per_s":100.0,"count":500,"concurrency":32}
+{"scenario":"get-manifest","req_per_s":20000.0,"concurrency":64}"#,
+        );
+        let base = parse_results(
+            r#"{"scenario":"push-images","images_per_s":50.0,"count":500,"concurrency":32}
+{"scenario":"get-manifest","req_per_s":10000.0,"concurrency":64}"#,
+        );
+        let authed = Authed {
+            berth: parse_results(
+                r#"{"scenario":"push-images","images_per_s":95.0,"count":500,"concurrency":32,"auth":"token"}
+{"scenario":"get-manifest","req_per_s":17000.0,"concurrency":64,"auth":"token"}"#,
+            ),
+            baseline: parse_results(
+                r#"{"scenario":"push-images","images_per_s":40.0,"count":500,"concurrency":32,"auth":"basic"}
+{"scenario":"get-manifest","req_per_s":2000.0,"concurrency":64,"auth":"basic"}"#,
+            ),
+        };
+        let s = render(&berth, &base, &authed, None, &[]);
+        let md = &s.markdown;
+        assert!(md.contains(
+            "| push 500 images (config + 3 × 256 KiB), c=32, auth on | images/s | 95.0 | 40.0 | 2.38× \
+             | auth cost < 10 % (Berth 5.0 %, docker-registry 20.0 %) | yes |"
+        ), "{md}");
+        assert!(
+            md.contains(
+                "| GET manifest by tag, 64 conns, auth on | req/s | 17000 | 2000 | 8.50× \
+             | auth cost < 10 % (Berth 15.0 %, docker-registry 80.0 %) | **no** |"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains("Auth cost = 1 − rate with auth ÷ rate without"),
+            "{md}"
+        );
     }
 }

@@ -448,6 +448,9 @@ async fn rate(reg: &Registry, o: &Opts, kind: RateKind) -> Result<Outcome> {
     for _ in 0..conc {
         conns.push(Conn::open(reg.base()).await?);
     }
+    // One Authorization for the timed loop, as a client pulling repeatedly reuses its
+    // cached token; fetched before the clock starts, like docker's first pull.
+    let authorization: Option<Arc<str>> = reg.authorization(&method, &path).await?.map(Arc::from);
     let issued = Arc::new(AtomicU64::new(0));
     let max = o.max_requests;
     let t0 = Instant::now();
@@ -457,16 +460,17 @@ async fn rate(reg: &Registry, o: &Opts, kind: RateKind) -> Result<Outcome> {
     let mut set = tokio::task::JoinSet::new();
     for mut conn in conns {
         let (method, path, issued) = (method.clone(), path.clone(), issued.clone());
+        let authorization = authorization.clone();
         set.spawn(async move {
             let mut lat: Vec<u64> = Vec::new();
             while Instant::now() < deadline && issued.fetch_add(1, Ordering::Relaxed) < max {
                 let t = Instant::now();
-                let (status, headers, body) =
-                    tokio::time::timeout(req_timeout, conn.request(method.clone(), &path, accept))
-                        .await
-                        .map_err(|_| {
-                            anyhow!("{name} {path}: no answer within {req_timeout:?}")
-                        })??;
+                let (status, headers, body) = tokio::time::timeout(
+                    req_timeout,
+                    conn.request(method.clone(), &path, accept, authorization.as_deref()),
+                )
+                .await
+                .map_err(|_| anyhow!("{name} {path}: no answer within {req_timeout:?}"))??;
                 let d = t.elapsed();
                 if status != StatusCode::OK {
                     bail!(

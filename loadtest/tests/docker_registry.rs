@@ -30,8 +30,27 @@ fn docker_registry() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// A bcrypt hash (cost 5, as `htpasswd -B` makes) of [`PASSWORD`]: a test fixture.
+const HTPASSWD: &str = "bench:$2b$05$y2cflbP3BGmb.XQPxErWD.bzvehkRhzh078969UwNRb0ZxmMpmyku\n";
+const PASSWORD: &str = "loadtest-Passw0rd";
+
 fn start(bin: &Path) -> Registry {
+    start_with(bin, false)
+}
+
+/// docker-registry, with htpasswd authentication (user `bench`) when `htpasswd`.
+fn start_with(bin: &Path, htpasswd: bool) -> Registry {
     let dir = tempfile::tempdir().unwrap();
+    let auth = if htpasswd {
+        let file = dir.path().join("htpasswd");
+        std::fs::write(&file, HTPASSWD).unwrap();
+        format!(
+            "auth:\n  htpasswd:\n    realm: loadtest\n    path: {}\n",
+            file.display()
+        )
+    } else {
+        String::new()
+    };
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -43,7 +62,7 @@ fn start(bin: &Path) -> Registry {
         format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n",
+             http:\n  addr: 127.0.0.1:{port}\n{auth}",
             dir.path().join("data").display()
         ),
     )
@@ -69,10 +88,71 @@ fn start(bin: &Path) -> Registry {
 }
 
 fn loadtest(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(args)
-        .output()
-        .unwrap()
+    loadtest_with_password(args, None)
+}
+
+fn loadtest_with_password(args: &[&str], password: Option<&str>) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    command.args(args).env_remove("LOADTEST_PASSWORD");
+    if let Some(password) = password {
+        command.env("LOADTEST_PASSWORD", password);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn basic_auth_against_htpasswd_registry() {
+    let bin = docker_registry().expect(
+        "docker-registry is not installed: apt-get install docker-registry (make test does)",
+    );
+    let reg = start_with(&bin, true);
+    let args = [
+        "push-images,get-manifest",
+        "--target",
+        &reg.url,
+        "--repo",
+        "lt/auth",
+        "--count",
+        "4",
+        "--concurrency",
+        "2",
+        "--duration-secs",
+        "1",
+        "--json",
+        "--username",
+        "bench",
+    ];
+    let out = loadtest_with_password(&args, Some(PASSWORD));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "loadtest failed:\n{stderr}");
+    let recs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(recs.len(), 2);
+    for rec in &recs {
+        assert_eq!(rec["auth"], "basic", "{rec}");
+        assert!(rec.get("token_requests").is_none(), "{rec}");
+    }
+    assert!(recs[0]["images_per_s"].as_f64().unwrap() > 0.0);
+    assert!(recs[1]["req_per_s"].as_f64().unwrap() > 0.0);
+
+    // A wrong password fails at login, naming the refusal.
+    let out = loadtest_with_password(&args, Some("wrong"));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("with credentials: expected 200 OK, got 401"),
+        "{err}"
+    );
+    // No password at all is a usage error.
+    let out = loadtest_with_password(&args, None);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("LOADTEST_PASSWORD"));
+    // Without credentials the registry refuses the first request.
+    let out = loadtest(&["get-manifest", "--target", &reg.url, "--repo", "lt/auth"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
 
 #[test]

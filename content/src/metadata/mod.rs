@@ -5,8 +5,10 @@
 //! transaction (`&mut *tx`) or alone on a pooled connection; which writes must commit
 //! together is the caller's decision, made visibly at the call site.
 
+pub mod artifacts;
 pub mod blobs;
 pub mod manifests;
+pub mod projects;
 pub mod repositories;
 pub mod tags;
 pub mod uploads;

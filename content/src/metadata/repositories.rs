@@ -36,7 +36,9 @@ pub async fn list_with_content(
     .await
 }
 
-/// Returns the repository's id, creating it if needed. Safe under concurrent callers,
+/// Returns the repository's id, creating it in its project (the first component of its
+/// name) if needed. The project must exist: callers check access to it first, and a
+/// missing project surfaces as `RowNotFound`. Safe under concurrent callers,
 /// and takes no lock on the repository row, so transactions that go on to insert rows
 /// referencing it (manifests, tags, blob links) do not block each other.
 ///
@@ -55,10 +57,12 @@ pub async fn find_or_create(
     // committed, RETURNING is empty and the next statement (a new snapshot under READ
     // COMMITTED) sees its row.
     let inserted = sqlx::query_scalar!(
-        r#"INSERT INTO repositories (name) VALUES ($1)
+        r#"INSERT INTO repositories (name, project_id)
+           SELECT $1, p.id FROM projects p WHERE p.name = $2
            ON CONFLICT (name) DO NOTHING
            RETURNING id"#,
-        name.as_str()
+        name.as_str(),
+        name.project()
     )
     .fetch_optional(&mut *conn)
     .await?;

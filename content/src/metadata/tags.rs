@@ -48,6 +48,45 @@ pub async fn delete(
     Ok(result.rows_affected() > 0)
 }
 
+/// Creates `tag` on `manifest` unless the repository already has a tag of that name
+/// (the management API refuses to move a tag; a push may). Returns whether it was
+/// created.
+pub async fn create(
+    conn: &mut PgConnection,
+    repository_id: RepositoryId,
+    tag: &Tag,
+    manifest: ManifestId,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        r#"INSERT INTO tags (repository_id, name, manifest_id) VALUES ($1, $2, $3)
+           ON CONFLICT (repository_id, name) DO NOTHING"#,
+        repository_id,
+        tag.as_str(),
+        manifest
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Deletes `tag` only if it points at `manifest`. Returns whether it did.
+pub async fn delete_from(
+    conn: &mut PgConnection,
+    repository_id: RepositoryId,
+    tag: &Tag,
+    manifest: ManifestId,
+) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query!(
+        "DELETE FROM tags WHERE repository_id = $1 AND name = $2 AND manifest_id = $3",
+        repository_id,
+        tag.as_str(),
+        manifest
+    )
+    .execute(conn)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
 /// One page of a repository's tags in lexical (byte) order, after `last` (exclusive).
 pub async fn list(
     conn: &mut PgConnection,

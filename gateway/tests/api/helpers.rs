@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use berth_content::metadata::MIGRATOR;
 use berth_content::Digest;
-use berth_gateway::config::{Config, Secret};
+use berth_gateway::config::{AuthMode, Config, Secret};
 use berth_gateway::state::AppState;
 use reqwest::{RequestBuilder, Response};
 use sqlx::postgres::PgPoolOptions;
@@ -152,14 +152,24 @@ impl Deref for TestApp {
     }
 }
 
+/// The bootstrap administrator's password in every test gateway.
+pub const ADMIN_PASSWORD: &str = "Admin-Passw0rd";
+
+/// A test gateway's configuration. Registry data-path tests run with authentication
+/// off and projects created on push, so they exercise the data path alone;
+/// [`TestApp::spawn_secure`] turns auth on.
 pub fn test_config(database: &TestDatabase, data_dir: &Path) -> Config {
-    Config {
+    let mut config = Config {
         database_url: Secret::new(database.url.clone()),
         database_max_connections: 8,
         data_dir: data_dir.to_path_buf(),
         shutdown_grace_secs: 5,
         ..Config::default()
-    }
+    };
+    config.auth.mode = AuthMode::None;
+    config.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
+    config.projects.create_on_push = true;
+    config
 }
 
 /// Builds a gateway from `config` and serves it on 127.0.0.1:0 in this process for the
@@ -181,6 +191,36 @@ pub async fn serve_in_process(config: &Config) -> (String, AppState) {
 impl TestApp {
     pub async fn spawn() -> TestApp {
         Self::spawn_with(|_| {}).await
+    }
+
+    /// A gateway with authentication on (`auth.mode = "token"`), projects not created
+    /// on push, and the administrator `admin` / [`ADMIN_PASSWORD`].
+    pub async fn spawn_secure() -> TestApp {
+        Self::spawn_secure_with(|_| {}).await
+    }
+
+    pub async fn spawn_secure_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with(|config| {
+            config.auth.mode = AuthMode::Token;
+            config.projects.create_on_push = false;
+            adjust(config);
+        })
+        .await
+    }
+
+    /// The management API as the bootstrap administrator.
+    pub fn admin_api(&self) -> ApiClient {
+        ApiClient::new(&self.registry.address, Some(("admin", ADMIN_PASSWORD)))
+    }
+
+    /// The management API as `username`.
+    pub fn api_as(&self, username: &str, password: &str) -> ApiClient {
+        ApiClient::new(&self.registry.address, Some((username, password)))
+    }
+
+    /// The management API without credentials.
+    pub fn anonymous_api(&self) -> ApiClient {
+        ApiClient::new(&self.registry.address, None)
     }
 
     /// Spawns with a configuration the test adjusts first.
@@ -260,6 +300,35 @@ impl RegistryClient {
             client: reqwest::Client::new(),
             address: address.to_owned(),
         }
+    }
+
+    /// A client of the same registry that sends `Authorization: <value>` on every
+    /// request (any value, so tests can send malformed ones too).
+    pub fn with_authorization(&self, value: &str) -> RegistryClient {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut value = reqwest::header::HeaderValue::from_str(value).unwrap();
+        value.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        RegistryClient {
+            client: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap(),
+            address: self.address.clone(),
+        }
+    }
+
+    /// A client of the same registry authenticating with HTTP Basic on every request.
+    pub fn with_basic(&self, username: &str, password: &str) -> RegistryClient {
+        use base64::Engine;
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        self.with_authorization(&format!("Basic {encoded}"))
+    }
+
+    /// A client of the same registry sending `token` as a bearer token on every request.
+    pub fn with_bearer(&self, token: &str) -> RegistryClient {
+        self.with_authorization(&format!("Bearer {token}"))
     }
 
     /// `path` may be a path (`/v2/…`) or an absolute URL from a `Location` header.
@@ -842,6 +911,9 @@ impl GatewayProcess {
         let log = std::fs::File::create(data_dir.join(format!("gateway-{port}.log"))).unwrap();
         let child = Command::new(gateway_binary())
             .env("BERTH_LISTEN", format!("127.0.0.1:{port}"))
+            .env("BERTH_AUTH__MODE", "none")
+            .env("BERTH_AUTH__ADMIN_PASSWORD", ADMIN_PASSWORD)
+            .env("BERTH_PROJECTS__CREATE_ON_PUSH", "true")
             .env("BERTH_DATABASE_URL", database_url)
             .env("BERTH_DATA_DIR", data_dir)
             .env("BERTH_DATABASE_MAX_CONNECTIONS", "8")
@@ -891,4 +963,101 @@ impl Drop for GatewayProcess {
 
 pub fn gateway_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth-gateway"))
+}
+
+/// A client of the management API (`/api/v2.0`), with optional Basic credentials.
+/// Paths are relative to `/api/v2.0` (`"/projects"`); helpers return the response for
+/// the test to judge.
+#[derive(Clone)]
+pub struct ApiClient {
+    pub client: reqwest::Client,
+    /// `http://127.0.0.1:<port>`
+    pub address: String,
+    pub credentials: Option<(String, String)>,
+}
+
+impl ApiClient {
+    pub fn new(address: &str, credentials: Option<(&str, &str)>) -> ApiClient {
+        ApiClient {
+            client: reqwest::Client::new(),
+            address: address.to_owned(),
+            credentials: credentials.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        }
+    }
+
+    /// A request to `/api/v2.0{path}` with this client's credentials.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let request = self
+            .client
+            .request(method, format!("{}/api/v2.0{}", self.address, path));
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    pub async fn head(&self, path: &str) -> Response {
+        send(self.request(reqwest::Method::HEAD, path)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        send(self.request(reqwest::Method::DELETE, path)).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> Response {
+        send(self.request(reqwest::Method::POST, path).json(&body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> Response {
+        send(self.request(reqwest::Method::PUT, path).json(&body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: serde_json::Value) -> Response {
+        send(self.request(reqwest::Method::PATCH, path).json(&body)).await
+    }
+
+    /// `GET` that must answer 200 with JSON; returns the JSON.
+    pub async fn get_json(&self, path: &str) -> serde_json::Value {
+        let response = expect_status(self.get(path).await, 200, path).await;
+        response.json().await.unwrap()
+    }
+
+    /// Creates a project (`public` or private) as this client; asserts 201.
+    pub async fn create_project(&self, name: &str, public: bool) {
+        let body = serde_json::json!({
+            "project_name": name,
+            "metadata": { "public": if public { "true" } else { "false" } },
+        });
+        expect_status(self.post("/projects", body).await, 201, "create project").await;
+    }
+}
+
+/// Asserts a Harbor error body with `code` and the status; returns the message.
+pub async fn assert_api_error(response: Response, status: u16, code: &str) -> String {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type:?}"
+    );
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], code, "error body {body}");
+    body["errors"][0]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
 }

@@ -1,0 +1,466 @@
+"""Berth's management API driven by the real Harbor client, harborapi (PyPI, pinned).
+
+Harbor's users automate through harborapi; these tests call it exactly as they would,
+so every request shape, header, pagination link and response model is the client's, not
+ours. Run by gateway/tests/api/harborapi.rs against a fresh gateway, or by hand:
+
+    HARBOR_URL=http://127.0.0.1:5000/api/v2.0 HARBOR_USERNAME=admin HARBOR_PASSWORD=… \
+    HARBOR_PROJECT=team HARBOR_REPOSITORY=app/web HARBOR_TAG=1.0 \
+        ./var/venv/bin/python -m pytest gateway/tests/harborapi -q
+
+HARBOR_PROJECT/HARBOR_REPOSITORY:HARBOR_TAG must be an image already pushed (the Rust
+side pushes one). Every other object is created here under a unique prefix, so the suite
+can run against a server that already holds data.
+
+No asyncio plugin: each test is synchronous and runs its coroutine with asyncio.run, so
+every test gets its own event loop and its own client.
+"""
+
+import asyncio
+import base64
+import os
+import re
+import uuid
+
+import httpx
+import pytest
+from harborapi import HarborAsyncClient
+from harborapi.exceptions import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    PreconditionFailed,
+    Unauthorized,
+    UnprocessableEntity,
+)
+from harborapi.models import (
+    Access,
+    ProjectMetadata,
+    ProjectReq,
+    RobotCreate,
+    RobotPermission,
+    Tag,
+    UserCreationReq,
+)
+
+
+def _env(name):
+    value = os.environ.get(name)
+    if not value:
+        # A missing setting is a broken run, not a reason to skip.
+        raise RuntimeError(f"{name} must be set (see the docstring of {__file__})")
+    return value
+
+
+URL = _env("HARBOR_URL").rstrip("/")
+USERNAME = _env("HARBOR_USERNAME")
+PASSWORD = _env("HARBOR_PASSWORD")
+PROJECT = _env("HARBOR_PROJECT")
+REPOSITORY = _env("HARBOR_REPOSITORY")
+TAG = _env("HARBOR_TAG")
+# The registry side of the same server: HARBOR_URL without its /api/v2.0.
+REGISTRY = re.sub(r"/api/v\d+\.\d+$", "", URL)
+# Names created by this run start with it, so reruns never collide.
+PREFIX = os.environ.get("HARBOR_PREFIX") or f"hapi{uuid.uuid4().hex[:8]}"
+# Meets Harbor's password rule: 8+ characters, upper, lower and a digit.
+USER_PASSWORD = "Member-Passw0rd"
+
+
+def client(username=USERNAME, secret=PASSWORD):
+    # retry=None: a dead server must fail the test now, not after a minute of backoff.
+    return HarborAsyncClient(
+        url=URL, username=username, secret=secret, timeout=60.0, retry=None
+    )
+
+
+def run(test):
+    """Runs `async def test(api)` with an admin client on a fresh event loop."""
+
+    async def main():
+        api = client()
+        try:
+            return await test(api)
+        finally:
+            await api.client.aclose()
+
+    return asyncio.run(main())
+
+
+def name(suffix):
+    return f"{PREFIX}-{suffix}"
+
+
+async def all_audit_logs(api):
+    # page_size 100 (the maximum): harborapi follows the Link header to the end.
+    return await api.get_audit_logs(page_size=100)
+
+
+def count_logs(logs, operation, resource_type, resource):
+    return sum(
+        1
+        for log in logs
+        if log.operation == operation
+        and log.resource_type == resource_type
+        and log.resource == resource
+    )
+
+
+async def make_project(api, project_name, public=False):
+    await api.create_project(
+        ProjectReq(
+            project_name=project_name,
+            metadata=ProjectMetadata(public="true" if public else "false"),
+        )
+    )
+    return await api.get_project(project_name)
+
+
+async def make_user(api, username):
+    location = await api.create_user(
+        UserCreationReq(
+            username=username,
+            email=f"{username}@example.com",
+            realname=f"Test {username}",
+            password=USER_PASSWORD,
+            comment="harborapi test",
+        )
+    )
+    assert re.fullmatch(r"/api/v2\.0/users/\d+", location), location
+    return int(location.rsplit("/", 1)[1])
+
+
+def registry_login(username, secret):
+    """What `docker login` does: the /v2/ challenge, then the token service with Basic
+    credentials and a pull scope on HARBOR_PROJECT/HARBOR_REPOSITORY. Returns the
+    token service's status."""
+    with httpx.Client(timeout=60.0) as http:
+        challenge = http.get(f"{REGISTRY}/v2/")
+        assert challenge.status_code == 401, challenge.text
+        header = challenge.headers["www-authenticate"]
+        assert header.startswith("Bearer "), header
+        params = dict(re.findall(r'(\w+)="([^"]*)"', header))
+        basic = base64.b64encode(f"{username}:{secret}".encode()).decode()
+        response = http.get(
+            params["realm"],
+            params={
+                "service": params["service"],
+                "scope": f"repository:{PROJECT}/{REPOSITORY}:pull",
+            },
+            headers={"Authorization": f"Basic {basic}"},
+        )
+        if response.status_code == 200:
+            assert response.json()["token"], response.text
+        return response.status_code
+
+
+# ------------------------------------------------------------------ system
+
+
+def test_ping_health_and_system_info():
+    async def test(api):
+        assert "pong" in (await api.ping()).lower()
+        health = await api.health_check()
+        assert health.status == "healthy", health
+        assert health.components, health
+        assert all(c.status == "healthy" for c in health.components), health
+        info = await api.get_system_info()
+        assert info.auth_mode == "db_auth", info
+
+    run(test)
+
+
+# ------------------------------------------------------------------ projects
+
+
+def test_project_create_get_exists_update():
+    async def test(api):
+        project_name = name("proj")
+        assert not await api.project_exists(project_name)
+        location = await api.create_project(
+            ProjectReq(project_name=project_name, metadata=ProjectMetadata(public="false"))
+        )
+        # harborapi asks for the name in Location (X-Resource-Name-In-Location).
+        assert location == f"/api/v2.0/projects/{project_name}", location
+        assert await api.project_exists(project_name)
+
+        by_name = await api.get_project(project_name)
+        assert by_name.name == project_name
+        assert by_name.metadata.public == "false"
+        assert by_name.owner_name == USERNAME
+        assert by_name.repo_count == 0
+        assert by_name.creation_time is not None
+        by_id = await api.get_project(by_name.project_id)
+        assert by_id.name == project_name
+        assert by_id.project_id == by_name.project_id
+
+        # harborapi sends only the fields set: a partial update of one metadata key.
+        await api.update_project(
+            project_name, ProjectReq(metadata=ProjectMetadata(public="true"))
+        )
+        updated = await api.get_project(by_name.project_id)
+        assert updated.metadata.public == "true"
+        assert updated.name == project_name
+
+        logs = await all_audit_logs(api)
+        assert count_logs(logs, "create", "project", project_name) == 1, logs
+        assert count_logs(logs, "update", "project", project_name) == 1, logs
+
+    run(test)
+
+
+def test_projects_list_follows_pagination():
+    async def test(api):
+        stem = name("page")
+        names = [f"{stem}-{i:02}" for i in range(12)]
+        for project_name in names:
+            await api.create_project(ProjectReq(project_name=project_name))
+        api.response_log.clear()
+        listed = await api.get_projects(name=stem, page_size=5)
+        assert sorted(p.name for p in listed) == names
+        # 12 projects at 5 a page: harborapi followed rel="next" twice.
+        gets = [e for e in api.response_log if e.method == "GET"]
+        assert len(gets) == 3, gets
+        assert all("name=" in str(e.url) for e in gets), gets
+        # A page size above Harbor's maximum is refused, not clamped.
+        with pytest.raises(UnprocessableEntity):
+            await api.get_projects(page_size=101)
+
+    run(test)
+
+
+def test_project_errors():
+    async def test(api):
+        with pytest.raises(NotFound):
+            await api.get_project(name("absent"))
+        with pytest.raises(NotFound):
+            await api.get_project(2_000_000_000)
+        with pytest.raises(BadRequest):
+            await api.create_project(ProjectReq(project_name="Bad Name!"))
+        with pytest.raises(NotFound):
+            await api.delete_project(name("absent"))
+
+    run(test)
+
+
+def test_wrong_credentials_are_unauthorized():
+    async def test(api):
+        wrong = client(USERNAME, PASSWORD + "-wrong")
+        try:
+            with pytest.raises(Unauthorized):
+                await wrong.get_current_user()
+        finally:
+            await wrong.client.aclose()
+        me = await api.get_current_user()
+        assert me.username == USERNAME
+        assert me.sysadmin_flag is True
+
+    run(test)
+
+
+def test_delete_project_refused_while_it_has_repositories():
+    async def test(api):
+        with pytest.raises(PreconditionFailed):
+            await api.delete_project(PROJECT)
+        assert await api.project_exists(PROJECT)
+
+        empty = name("empty")
+        created = await make_project(api, empty)
+        await api.delete_project(created.project_id)
+        assert not await api.project_exists(empty)
+        with pytest.raises(NotFound):
+            await api.get_project(empty)
+        logs = await all_audit_logs(api)
+        assert count_logs(logs, "delete", "project", empty) == 1, logs
+
+    run(test)
+
+
+# ------------------------------------------------------------------ members
+
+
+def test_project_members():
+    async def test(api):
+        project_name = name("members")
+        await make_project(api, project_name)
+        username = name("dev")
+        user_id = await make_user(api, username)
+
+        location = await api.add_project_member_user(project_name, username, 2)
+        assert re.fullmatch(
+            rf"/api/v2\.0/projects/{re.escape(project_name)}/members/\d+", location
+        ), location
+        members = await api.get_project_members(project_name)
+        mine = [m for m in members if m.entity_name == username]
+        assert len(mine) == 1, members
+        member = mine[0]
+        assert member.role_id == 2
+        assert member.entity_type == "u"
+        assert member.entity_id == user_id
+        assert location.endswith(f"/{member.id}")
+
+        await api.update_project_member_role(project_name, member.id, 4)
+        again = await api.get_project_member(project_name, member.id)
+        assert again.role_id == 4, again
+        filtered = await api.get_project_members(project_name, entity_name=username)
+        assert [m.id for m in filtered] == [member.id]
+
+        await api.remove_project_member(project_name, member.id)
+        members = await api.get_project_members(project_name)
+        assert all(m.entity_name != username for m in members), members
+        with pytest.raises(NotFound):
+            await api.get_project_member(project_name, member.id)
+
+        logs = await all_audit_logs(api)
+        about = [
+            log
+            for log in logs
+            if log.resource_type == "member" and username in (log.resource or "")
+        ]
+        operations = sorted(log.operation for log in about)
+        assert operations == ["create", "delete", "update"], about
+
+    run(test)
+
+
+# ------------------------------------------------------------------ robots
+
+
+def robot_request(robot_name, project_name, actions=("pull", "push")):
+    return RobotCreate(
+        name=robot_name,
+        description="created by the harborapi suite",
+        level="project",
+        duration=-1,
+        permissions=[
+            RobotPermission(
+                kind="project",
+                namespace=project_name,
+                access=[Access(resource="repository", action=a) for a in actions],
+            )
+        ],
+    )
+
+
+def test_robot_lifecycle():
+    async def test(api):
+        project = await api.get_project(PROJECT)
+        robot_name = name("ci")
+        created = await api.create_robot(robot_request(robot_name, PROJECT))
+        full_name = f"robot${PROJECT}+{robot_name}"
+        assert created.name == full_name, created
+        assert created.secret, created
+        assert created.expires_at == -1, created
+        assert registry_login(full_name, created.secret) == 200
+
+        robots = await api.get_robots(
+            query=f"Level=project,ProjectID={project.project_id}"
+        )
+        listed = [r for r in robots if r.id == created.id]
+        assert len(listed) == 1, robots
+        robot = listed[0]
+        assert robot.name == full_name
+        assert robot.level == "project"
+        assert not robot.secret, "a listed robot must not carry its secret"
+        assert robot.permissions[0].namespace == PROJECT
+        assert {a.action for a in robot.permissions[0].access} == {"pull", "push"}
+
+        # An empty secret asks the server for a new one; the old one stops working.
+        refreshed = await api.refresh_robot_secret(created.id, "")
+        assert refreshed.secret and refreshed.secret != created.secret
+        assert registry_login(full_name, created.secret) == 401
+        assert registry_login(full_name, refreshed.secret) == 200
+
+        await api.delete_robot(created.id)
+        with pytest.raises(NotFound):
+            await api.get_robot(created.id)
+        assert registry_login(full_name, refreshed.secret) == 401
+
+        logs = await all_audit_logs(api)
+        assert count_logs(logs, "create", "robot", full_name) == 1, logs
+        assert count_logs(logs, "delete", "robot", full_name) == 1, logs
+
+    run(test)
+
+
+def test_guest_cannot_create_a_robot():
+    async def test(api):
+        project_name = name("guarded")
+        await make_project(api, project_name)
+        username = name("guest")
+        await make_user(api, username)
+        await api.add_project_member_user(project_name, username, 3)
+
+        guest = client(username, USER_PASSWORD)
+        try:
+            assert (await guest.get_project(project_name)).name == project_name
+            with pytest.raises(Forbidden):
+                await guest.create_robot(robot_request(name("sneaky"), project_name))
+        finally:
+            await guest.client.aclose()
+
+    run(test)
+
+
+# ------------------------------------------------------------------ repositories, artifacts, tags
+
+
+def test_repositories():
+    async def test(api):
+        full = f"{PROJECT}/{REPOSITORY}"
+        in_project = await api.get_repositories(project_name=PROJECT)
+        assert full in [r.name for r in in_project], in_project
+        repository = next(r for r in in_project if r.name == full)
+        # harborapi splits the full name on the first slash.
+        assert repository.project_name == PROJECT
+        assert repository.base_name == REPOSITORY
+        assert repository.artifact_count >= 1
+        everywhere = await api.get_repositories()
+        assert full in [r.name for r in everywhere]
+        # The path segment is double URL-encoded by harborapi (app/web → app%252Fweb).
+        one = await api.get_repository(PROJECT, REPOSITORY)
+        assert one.name == full
+
+    run(test)
+
+
+def test_artifacts_and_tags():
+    async def test(api):
+        artifacts = await api.get_artifacts(PROJECT, REPOSITORY, with_tag=True)
+        tagged = [a for a in artifacts if TAG in [t.name for t in a.tags or []]]
+        assert len(tagged) == 1, artifacts
+        artifact = tagged[0]
+        assert artifact.digest.startswith("sha256:"), artifact
+        assert artifact.size and artifact.size > 0
+
+        tags = await api.get_artifact_tags(PROJECT, REPOSITORY, TAG)
+        assert TAG in [t.name for t in tags]
+
+        extra = name("extra")
+        await api.create_artifact_tag(PROJECT, REPOSITORY, artifact.digest, Tag(name=extra))
+        names = [t.name for t in await api.get_artifact_tags(PROJECT, REPOSITORY, artifact.digest)]
+        assert sorted(names) == sorted([TAG, extra])
+        by_new_tag = await api.get_artifact(PROJECT, REPOSITORY, extra)
+        assert by_new_tag.digest == artifact.digest
+
+        await api.delete_artifact_tag(PROJECT, REPOSITORY, artifact.digest, extra)
+        names = [t.name for t in await api.get_artifact_tags(PROJECT, REPOSITORY, artifact.digest)]
+        assert names == [TAG]
+        with pytest.raises(NotFound):
+            await api.get_artifact(PROJECT, REPOSITORY, extra)
+
+        resource = f"{PROJECT}/{REPOSITORY}:{extra}"
+        logs = await all_audit_logs(api)
+        assert count_logs(logs, "create", "tag", resource) == 1, logs
+        assert count_logs(logs, "delete", "tag", resource) == 1, logs
+
+    run(test)
+
+
+def test_artifact_errors():
+    async def test(api):
+        with pytest.raises(NotFound):
+            await api.get_artifacts(PROJECT, name("no-such-repo"))
+        with pytest.raises(NotFound):
+            await api.get_artifact_tags(PROJECT, REPOSITORY, name("no-such-tag"))
+
+    run(test)
