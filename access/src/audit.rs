@@ -39,7 +39,10 @@ pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), s
     Ok(())
 }
 
-/// Records many entries in one statement (the batched writer of pull records).
+/// Records many entries in one statement (the batched writer of registry traffic).
+/// Entries about artifacts, tags and repositories that come without a project id get
+/// the id of the project their resource names, looked up here rather than on the
+/// request path.
 pub async fn record_many(
     conn: &mut PgConnection,
     entries: &[AuditEntry],
@@ -52,8 +55,15 @@ pub async fn record_many(
     sqlx::query!(
         r#"INSERT INTO audit_logs
                (username, operation, resource_type, resource, project_id, client_addr, outcome)
-           SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],
-                                $6::text[], $7::text[])"#,
+           SELECT e.username, e.operation, e.resource_type, e.resource,
+                  COALESCE(e.project_id, p.id), e.client_addr, e.outcome
+           FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[],
+                       $6::text[], $7::text[])
+                AS e (username, operation, resource_type, resource, project_id, client_addr, outcome)
+           LEFT JOIN projects p
+                  ON e.project_id IS NULL
+                 AND e.resource_type IN ('artifact', 'tag', 'repository')
+                 AND p.name = split_part(e.resource, '/', 1)"#,
         &column(|e| e.username.clone()),
         &column(|e| e.operation.clone()),
         &column(|e| e.resource_type.clone()),

@@ -88,9 +88,12 @@ async fn route(state: AppState, rest: &str, mut req: Request) -> RegistryResult<
     let action = required_action(&method);
     let auth = registry::identify(&state, req.headers(), req.extensions()).await?;
     let audited = manifest_audit(&path, &method);
-    // Requests that may create the project, or whose audit entry names it, need it
-    // looked up even for callers whose rights need no database (tokens, auth off).
-    let needs_project = audited.is_some() || matches!(path, RegistryPath::NewUpload(_));
+    // Requests that write into the project need it looked up (and perhaps created) even
+    // for callers whose rights need no database (tokens, auth off). Pulls do not: the
+    // audit writer resolves a pull's project id in its batched insert, so a pull with a
+    // token costs no query of its own.
+    let writes_manifest = matches!(method, Method::PUT | Method::DELETE) && audited.is_some();
+    let needs_project = writes_manifest || matches!(path, RegistryPath::NewUpload(_));
     let project = auth
         .authorize(&state, repository(&path), action, needs_project)
         .await?;

@@ -1045,6 +1045,11 @@ async fn the_audit_log_records_each_push_pull_delete_and_failed_login_once() {
         .push_image("team-a/app", "1.0", &[b"audited layer"])
         .await;
     keeper.pull_manifest("team-a/app", "1.0").await;
+    // A pull with a token: the audit writer, not the request, finds its project.
+    let token = token_for(app, Some(KEEPER), &["repository:team-a/app:pull"]).await;
+    app.with_bearer(&token)
+        .pull_manifest("team-a/app", "1.0")
+        .await;
     // Not audited: HEAD probes, blob pulls, refused requests.
     assert_eq!(
         keeper.head_manifest("team-a/app", "1.0").await.status(),
@@ -1087,15 +1092,8 @@ async fn the_audit_log_records_each_push_pull_delete_and_failed_login_once() {
             "success"
         )]
     );
-    assert_eq!(
-        audit_rows(app, "pull").await,
-        vec![row(
-            "keeper",
-            "artifact",
-            "team-a/app:1.0".into(),
-            "success"
-        )]
-    );
+    let pulled = row("keeper", "artifact", "team-a/app:1.0".into(), "success");
+    assert_eq!(audit_rows(app, "pull").await, vec![pulled.clone(), pulled]);
     assert_eq!(
         audit_rows(app, "delete").await,
         vec![
