@@ -1,7 +1,12 @@
 //! The audit log: who did what to which resource, when, from where, with what outcome.
 
+use std::net::IpAddr;
+
+use berth_content::metadata::Sort;
 use chrono::{DateTime, Utc};
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{Connection, PgConnection, Postgres};
 
 /// One thing that happened, as the audit log records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,6 +22,28 @@ pub struct AuditEntry {
     pub project_id: Option<i64>,
     pub client_addr: String,
     pub success: bool,
+}
+
+impl AuditEntry {
+    /// A successful `operation` on `resource` by `username`, who called from `client`.
+    pub fn new(
+        username: &str,
+        client: IpAddr,
+        operation: &str,
+        resource_type: &str,
+        resource: impl Into<String>,
+        project_id: Option<i64>,
+    ) -> AuditEntry {
+        AuditEntry {
+            username: username.to_owned(),
+            operation: operation.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource: resource.into(),
+            project_id,
+            client_addr: client.to_string(),
+            success: true,
+        }
+    }
 }
 
 /// Records `entry`; call it inside the transaction of the change it describes, so the
@@ -37,6 +64,22 @@ pub async fn record(conn: &mut PgConnection, entry: &AuditEntry) -> Result<(), s
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Runs `change`, a statement that touches at most one row, and records `entry` with it
+/// in one transaction when it touched one; returns whether it did.
+pub async fn execute_recorded(
+    conn: &mut PgConnection,
+    change: Query<'_, Postgres, PgArguments>,
+    entry: &AuditEntry,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let found = change.execute(&mut *tx).await?.rows_affected() == 1;
+    if found {
+        record(&mut tx, entry).await?;
+    }
+    tx.commit().await?;
+    Ok(found)
 }
 
 /// Records many entries in one statement (the batched writer of registry traffic).
@@ -123,14 +166,12 @@ pub struct AuditFilter {
     pub to: Option<DateTime<Utc>>,
 }
 
-/// One page of records. `sort_key` is an API field name: `id`, `op_time`, `username`,
-/// `operation`, `resource_type` or `resource`; ties are broken by id in the same
-/// direction.
+/// One page of records. Sort keys: `id`, `op_time`, `username`, `operation`,
+/// `resource_type`, `resource`; ties are broken by id in the same direction.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &AuditFilter,
-    sort_key: &str,
-    descending: bool,
+    sort: Sort<'_>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<AuditRecord>, sqlx::Error> {
@@ -167,8 +208,8 @@ pub async fn list(
         filter.resource_like,
         filter.from,
         filter.to,
-        sort_key,
-        descending,
+        sort.key,
+        sort.descending,
         limit,
         offset
     )

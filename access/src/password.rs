@@ -1,7 +1,9 @@
 //! Argon2id hashes of passwords and robot secrets, and generation of robot secrets.
 //!
-//! Hashing is deliberately slow (tens of milliseconds), so the async functions run it
-//! on the blocking pool rather than on a runtime worker.
+//! Hashing is deliberately slow (tens of milliseconds) and memory-hard (19 MiB per
+//! hash with the default parameters), so the async functions run it on the blocking
+//! pool rather than on a runtime worker, and at most [`MAX_CONCURRENT_HASHES`] at a
+//! time: a burst of logins queues instead of allocating gigabytes.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -34,11 +36,20 @@ pub fn verify(secret: &str, phc: &str) -> bool {
     }
 }
 
+/// Hashes computed at once per process; each holds 19 MiB while it runs.
+pub const MAX_CONCURRENT_HASHES: usize = 8;
+
+static HASHING: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_HASHES);
+
 pub async fn hash_blocking(secret: String) -> Result<String, PasswordError> {
+    // The semaphore is never closed, so acquiring cannot fail; if it ever did, hashing
+    // without a permit is still correct, only less frugal.
+    let _permit = HASHING.acquire().await.ok();
     tokio::task::spawn_blocking(move || hash(&secret)).await?
 }
 
 pub async fn verify_blocking(secret: String, phc: String) -> Result<bool, PasswordError> {
+    let _permit = HASHING.acquire().await.ok();
     Ok(tokio::task::spawn_blocking(move || verify(&secret, &phc)).await?)
 }
 

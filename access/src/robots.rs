@@ -5,6 +5,7 @@
 //! `<name>` for system ones) and shown and logged in with the `robot$` prefix. Every
 //! change runs in one transaction with its audit entry.
 
+use berth_content::metadata::Sort;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Connection, PgConnection};
@@ -87,6 +88,16 @@ pub fn stored_name(login: &str) -> Option<&str> {
         .filter(|name| !name.is_empty())
 }
 
+/// A row's permissions. Rows are written only from validated permissions; a row that
+/// no longer parses (a hand edit) shows and grants nothing rather than failing every
+/// login and listing.
+fn parse_permissions(robot: &str, permissions: serde_json::Value) -> Vec<RobotPermission> {
+    serde_json::from_value(permissions).unwrap_or_else(|e| {
+        tracing::warn!(robot = %robot, error = %e, "robot permissions do not parse; granting nothing");
+        Vec::new()
+    })
+}
+
 pub async fn find_for_login(
     conn: &mut PgConnection,
     stored_name: &str,
@@ -99,12 +110,7 @@ pub async fn find_for_login(
     .fetch_optional(conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
-    // Rows are written only from validated permissions; a row that no longer parses
-    // (a hand edit) grants nothing rather than failing every login.
-    let permissions = serde_json::from_value(row.permissions).unwrap_or_else(|e| {
-        tracing::warn!(robot = %row.name, error = %e, "robot permissions do not parse; granting nothing");
-        Vec::new()
-    });
+    let permissions = parse_permissions(&row.name, row.permissions);
     Ok(Some(RobotLogin {
         id: row.id,
         name: row.name,
@@ -278,13 +284,9 @@ struct RobotRow {
 
 impl RobotRow {
     fn into_robot(self) -> Robot {
-        // The level column is CHECKed; permissions are written only from validated
-        // values, and a hand-edited row that no longer parses shows (and grants) nothing.
+        // The level column is CHECKed.
         let level = RobotLevel::parse(&self.level).unwrap_or(RobotLevel::System);
-        let permissions = serde_json::from_value(self.permissions).unwrap_or_else(|e| {
-            tracing::warn!(robot = %self.name, error = %e, "robot permissions do not parse");
-            Vec::new()
-        });
+        let permissions = parse_permissions(&self.name, self.permissions);
         Robot {
             id: self.id,
             name: self.name,
@@ -368,12 +370,12 @@ pub async fn count(conn: &mut PgConnection, filter: &RobotFilter) -> Result<i64,
     Ok(total)
 }
 
-/// One page of the robots `filter` matches, ordered by `sort` (a key of [`SORT_KEYS`],
-/// `-` first for descending; `None` is by id) and then by id.
+/// One page of the robots `filter` matches, ordered by `sort` (a key of [`SORT_KEYS`])
+/// and then by id.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &RobotFilter,
-    sort: Option<&str>,
+    sort: Sort<'_>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<Robot>, sqlx::Error> {
@@ -399,7 +401,7 @@ pub async fn list(
            LIMIT $4 OFFSET $5"#,
         filter.project_id,
         filter.name_like,
-        sort.unwrap_or(""),
+        sort.signed_key(),
         limit,
         offset
     )
@@ -463,20 +465,12 @@ pub async fn set_secret_hash(
     secret_hash: &str,
     audit: &AuditEntry,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let done = sqlx::query!(
+    let change = sqlx::query!(
         "UPDATE robots SET secret_hash = $2, updated_at = now() WHERE id = $1",
         id,
         secret_hash
-    )
-    .execute(&mut *tx)
-    .await?;
-    let found = done.rows_affected() == 1;
-    if found {
-        audit::record(&mut tx, audit).await?;
-    }
-    tx.commit().await?;
-    Ok(found)
+    );
+    audit::execute_recorded(conn, change, audit).await
 }
 
 /// Deletes robot `id` and records `audit`; false when there is no such robot.
@@ -485,16 +479,8 @@ pub async fn delete(
     id: i64,
     audit: &AuditEntry,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let done = sqlx::query!("DELETE FROM robots WHERE id = $1", id)
-        .execute(&mut *tx)
-        .await?;
-    let found = done.rows_affected() == 1;
-    if found {
-        audit::record(&mut tx, audit).await?;
-    }
-    tx.commit().await?;
-    Ok(found)
+    let change = sqlx::query!("DELETE FROM robots WHERE id = $1", id);
+    audit::execute_recorded(conn, change, audit).await
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! the change exactly when it committed. Password hashes are read only by logins and
 //! password changes; nothing here returns one to a caller that could show it.
 
+use berth_content::metadata::Sort;
 use chrono::{DateTime, Utc};
 use sqlx::{Connection, PgConnection};
 
@@ -221,12 +222,12 @@ pub async fn count(conn: &mut PgConnection, filter: &UserFilter) -> Result<i64, 
     Ok(total)
 }
 
-/// One page of the users `filter` matches, ordered by `sort` (a key of [`SORT_KEYS`],
-/// `-` first for descending; `None` is by id) and then by id, so pages never overlap.
+/// One page of the users `filter` matches, ordered by `sort` (a key of [`SORT_KEYS`])
+/// and then by id, so pages never overlap.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &UserFilter,
-    sort: Option<&str>,
+    sort: Sort<'_>,
     limit: i64,
     offset: i64,
 ) -> Result<Vec<User>, sqlx::Error> {
@@ -255,7 +256,7 @@ pub async fn list(
            LIMIT $4 OFFSET $5"#,
         filter.username_like,
         filter.email_like,
-        sort.unwrap_or(""),
+        sort.signed_key(),
         limit,
         offset
     )
@@ -329,20 +330,12 @@ pub async fn set_password_hash(
     password_hash: &str,
     audit: &AuditEntry,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let done = sqlx::query!(
+    let change = sqlx::query!(
         "UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1",
         id,
         password_hash
-    )
-    .execute(&mut *tx)
-    .await?;
-    let found = done.rows_affected() == 1;
-    if found {
-        audit::record(&mut tx, audit).await?;
-    }
-    tx.commit().await?;
-    Ok(found)
+    );
+    audit::execute_recorded(conn, change, audit).await
 }
 
 /// Grants or revokes system administration and records `audit`; false when there is
@@ -353,20 +346,12 @@ pub async fn set_sysadmin(
     sysadmin: bool,
     audit: &AuditEntry,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let done = sqlx::query!(
+    let change = sqlx::query!(
         "UPDATE users SET sysadmin = $2, updated_at = now() WHERE id = $1",
         id,
         sysadmin
-    )
-    .execute(&mut *tx)
-    .await?;
-    let found = done.rows_affected() == 1;
-    if found {
-        audit::record(&mut tx, audit).await?;
-    }
-    tx.commit().await?;
-    Ok(found)
+    );
+    audit::execute_recorded(conn, change, audit).await
 }
 
 /// Deletes user `id` (their memberships go with them; projects they own keep existing
@@ -376,16 +361,8 @@ pub async fn delete(
     id: i64,
     audit: &AuditEntry,
 ) -> Result<bool, sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let done = sqlx::query!("DELETE FROM users WHERE id = $1", id)
-        .execute(&mut *tx)
-        .await?;
-    let found = done.rows_affected() == 1;
-    if found {
-        audit::record(&mut tx, audit).await?;
-    }
-    tx.commit().await?;
-    Ok(found)
+    let change = sqlx::query!("DELETE FROM users WHERE id = $1", id);
+    audit::execute_recorded(conn, change, audit).await
 }
 
 /// One entry of a user search: what a member picker needs.

@@ -13,15 +13,8 @@ use sqlx::PgConnection;
 use crate::metadata::manifests::ManifestId;
 use crate::metadata::projects::ProjectId;
 use crate::metadata::repositories::RepositoryId;
+use crate::metadata::Sort;
 use crate::name::Reference;
-
-/// A sort order: an API field name the query knows, and its direction. Ties are broken
-/// by id in the same direction, so pages never overlap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Sort<'a> {
-    pub key: &'a str,
-    pub descending: bool,
-}
 
 /// A repository as the management API lists it.
 #[derive(Debug, Clone, PartialEq)]

@@ -18,6 +18,25 @@ use std::time::Duration;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 
+/// A listing's order: an API field name its query knows, and the direction. Each
+/// query breaks ties by id, so pages never overlap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sort<'a> {
+    pub key: &'a str,
+    pub descending: bool,
+}
+
+impl Sort<'_> {
+    /// Harbor's `key` / `-key` form, for queries that switch on one text parameter.
+    pub fn signed_key(&self) -> String {
+        if self.descending {
+            format!("-{}", self.key)
+        } else {
+            self.key.to_owned()
+        }
+    }
+}
+
 /// Every migration under `migrations/`, embedded at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::PgConnection;
 
+use crate::metadata::Sort;
+
 pub type ProjectId = i64;
 
 /// What the access check on every registry request needs to know about a project.
@@ -144,36 +146,6 @@ pub struct ProjectDetail {
     pub viewer_role_id: Option<i16>,
 }
 
-/// Orders of a project listing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ProjectSort {
-    #[default]
-    Name,
-    NameDesc,
-    Created,
-    CreatedDesc,
-    Updated,
-    UpdatedDesc,
-    Id,
-    IdDesc,
-}
-
-impl ProjectSort {
-    /// The key the listing query switches on.
-    fn key(self) -> &'static str {
-        match self {
-            ProjectSort::Name => "name",
-            ProjectSort::NameDesc => "-name",
-            ProjectSort::Created => "created",
-            ProjectSort::CreatedDesc => "-created",
-            ProjectSort::Updated => "updated",
-            ProjectSort::UpdatedDesc => "-updated",
-            ProjectSort::Id => "id",
-            ProjectSort::IdDesc => "-id",
-        }
-    }
-}
-
 /// Which projects a listing may show at all, before any filter.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Visibility {
@@ -267,10 +239,11 @@ pub async fn count(conn: &mut PgConnection, filter: &ProjectFilter) -> Result<i6
 }
 
 /// One page of the projects `filter` matches, with `viewer_user_id`'s role in each.
+/// Sort keys: `name`, `creation_time`, `update_time`, `project_id`; ties by id.
 pub async fn list(
     conn: &mut PgConnection,
     filter: &ProjectFilter,
-    sort: ProjectSort,
+    sort: Sort<'_>,
     viewer_user_id: Option<i64>,
     limit: i64,
     offset: i64,
@@ -299,11 +272,11 @@ pub async fn list(
            ORDER BY
              CASE WHEN $11 = 'name' THEN p.name END ASC,
              CASE WHEN $11 = '-name' THEN p.name END DESC,
-             CASE WHEN $11 = 'created' THEN p.created_at END ASC,
-             CASE WHEN $11 = '-created' THEN p.created_at END DESC,
-             CASE WHEN $11 = 'updated' THEN p.updated_at END ASC,
-             CASE WHEN $11 = '-updated' THEN p.updated_at END DESC,
-             CASE WHEN $11 = '-id' THEN p.id END DESC,
+             CASE WHEN $11 = 'creation_time' THEN p.created_at END ASC,
+             CASE WHEN $11 = '-creation_time' THEN p.created_at END DESC,
+             CASE WHEN $11 = 'update_time' THEN p.updated_at END ASC,
+             CASE WHEN $11 = '-update_time' THEN p.updated_at END DESC,
+             CASE WHEN $11 = '-project_id' THEN p.id END DESC,
              p.id ASC
            LIMIT $8 OFFSET $9"#,
         all,
@@ -316,7 +289,7 @@ pub async fn list(
         limit,
         offset,
         viewer_user_id,
-        sort.key(),
+        sort.signed_key(),
     )
     .fetch_all(conn)
     .await?;

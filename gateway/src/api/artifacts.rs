@@ -15,7 +15,7 @@ use berth_content::manifest::{
     DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST,
 };
 use berth_content::metadata::artifacts::{
-    self, ArtifactFilter, ArtifactRow, ChildRow, RepositoryRow, Sort, TagFilter, TagRow,
+    self, ArtifactFilter, ArtifactRow, ChildRow, RepositoryRow, TagFilter, TagRow,
 };
 use berth_content::metadata::manifests::{self as stored, DeleteOutcome};
 use berth_content::metadata::tags;
@@ -29,12 +29,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorsBody};
-use super::extract::Caller;
+use super::extract::{ApiQuery, Caller};
 use super::harbor_time;
 use super::json::{created, ok_empty, ApiJson, JsonBody};
-use super::pagination::{paged, PageParams};
-use super::query::{Query, QueryValue};
-use super::repositories::{find_in_project, parse_sort, ApiQuery, ListParams};
+use super::pagination::paged;
+use super::query::{ListParams, Query, QueryValue, Sort};
+use super::repositories::find_in_project;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -152,29 +152,12 @@ pub struct TagRequest {
     pub name: Option<String>,
 }
 
-/// The artifact list's parameters; Harbor's other `with_*` switches are accepted and
-/// ignored (labels, scans, signatures, accessories do not exist in Berth).
+/// The artifact list's and GET's own parameter; Harbor's other `with_*` switches are
+/// accepted and ignored (labels, scans, signatures, accessories do not exist in Berth).
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ArtifactListParams {
-    /// `tags=*` (tagged), `tags=nil` (untagged), `tags=v` / `tags=~v`,
-    /// `digest=sha256:…`, `media_type=…`.
-    pub q: Option<String>,
-    /// `push_time` (default `-push_time`), `digest` or `id`; `-` for descending.
-    pub sort: Option<String>,
-    /// Page number, from 1.
-    pub page: Option<i64>,
-    /// Items per page, 1 to 100 (default 10).
-    pub page_size: Option<i64>,
+pub struct WithTagParams {
     /// Include each artifact's tags (default true).
-    pub with_tag: Option<bool>,
-}
-
-/// The single-artifact GET's parameters.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ArtifactGetParams {
-    /// Include the artifact's tags (default true).
     pub with_tag: Option<bool>,
 }
 
@@ -426,6 +409,10 @@ const ARTIFACT_DEFAULT_SORT: Sort<'static> = Sort {
 
 /// The artifacts of a repository. By default (as Harbor) the untagged children of an
 /// index are left out: they show as the index's `references`.
+///
+/// `q` keys: `tags=*` (tagged), `tags=nil` (untagged), `tags=v` / `tags=~v`,
+/// `digest=sha256:…`, `media_type=…`. `sort`: `push_time` (default `-push_time`),
+/// `digest` or `id`.
 #[utoipa::path(
     get,
     path = "/projects/{project_name}/repositories/{repository_name}/artifacts",
@@ -433,7 +420,8 @@ const ARTIFACT_DEFAULT_SORT: Sort<'static> = Sort {
     params(
         ("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The repository's name within the project, URL-encoded twice (a/b → a%252Fb)"),
-        ArtifactListParams,
+        ListParams,
+        WithTagParams,
     ),
     responses(
         (status = 200, description = "One page of artifacts", body = [Artifact],
@@ -450,19 +438,12 @@ async fn list_artifacts(
     caller: Caller,
     Path((project_name, repository)): Path<(String, String)>,
     OriginalUri(uri): OriginalUri,
-    ApiQuery(params): ApiQuery<ArtifactListParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(switches): ApiQuery<WithTagParams>,
 ) -> ApiResult<Response> {
-    let page = PageParams {
-        page: params.page,
-        page_size: params.page_size,
-    }
-    .validate()?;
-    let sort = parse_sort(
-        params.sort.as_deref(),
-        &ARTIFACT_SORT_KEYS,
-        ARTIFACT_DEFAULT_SORT,
-    )?;
-    let q = Query::parse(params.q.as_deref())?;
+    let page = params.page()?;
+    let sort = params.sort(&ARTIFACT_SORT_KEYS, ARTIFACT_DEFAULT_SORT)?;
+    let q = params.query()?;
     q.only(&["tags", "digest", "media_type"])?;
     let (tag_mode, tag_pattern) = tag_filter(&q)?;
     let filter = ArtifactFilter {
@@ -492,7 +473,7 @@ async fn list_artifacts(
         &mut conn,
         &repository,
         rows,
-        params.with_tag.unwrap_or(true),
+        switches.with_tag.unwrap_or(true),
     )
     .await?;
     Ok(paged(&uri, page, total, items))
@@ -507,7 +488,7 @@ async fn list_artifacts(
         ("project_name" = String, Path, description = "The project's name"),
         ("repository_name" = String, Path, description = "The repository's name within the project, URL-encoded twice (a/b → a%252Fb)"),
         ("reference" = String, Path, description = "A digest (sha256:…) or a tag"),
-        ArtifactGetParams,
+        WithTagParams,
     ),
     responses(
         (status = 200, description = "The artifact", body = Artifact),
@@ -520,7 +501,7 @@ async fn get_artifact(
     State(state): State<AppState>,
     caller: Caller,
     Path((project_name, repository, reference)): Path<(String, String, String)>,
-    ApiQuery(params): ApiQuery<ArtifactGetParams>,
+    ApiQuery(params): ApiQuery<WithTagParams>,
 ) -> ApiResult<JsonBody<Artifact>> {
     let mut conn = state.db.acquire().await?;
     let (_, name, repository) =
@@ -627,8 +608,8 @@ async fn list_tags(
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
     let page = params.page()?;
-    let sort = parse_sort(params.sort.as_deref(), &TAG_SORT_KEYS, TAG_DEFAULT_SORT)?;
-    let q = Query::parse(params.q.as_deref())?;
+    let sort = params.sort(&TAG_SORT_KEYS, TAG_DEFAULT_SORT)?;
+    let q = params.query()?;
     q.only(&["name"])?;
     let name_like = q.like_pattern("name")?;
 

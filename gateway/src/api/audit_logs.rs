@@ -10,7 +10,6 @@ use axum::http::Uri;
 use axum::response::Response;
 use berth_access::audit::{self, AuditFilter, AuditRecord};
 use berth_access::Principal;
-use berth_content::metadata::artifacts::Sort;
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -18,12 +17,11 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiResult, ErrorsBody};
-use super::extract::{Caller, ProjectKey};
+use super::extract::{ApiQuery, Caller, ProjectKey};
 use super::harbor_time;
 use super::pagination::paged;
 use super::project_access::ProjectAccess;
-use super::query::Query;
-use super::repositories::{parse_sort, ApiQuery, ListParams};
+use super::query::{ListParams, Sort};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -91,8 +89,8 @@ async fn list(
     project_ids: Option<Vec<i64>>,
 ) -> ApiResult<Response> {
     let page = params.page()?;
-    let sort = parse_sort(params.sort.as_deref(), &SORT_KEYS, DEFAULT_SORT)?;
-    let q = Query::parse(params.q.as_deref())?;
+    let sort = params.sort(&SORT_KEYS, DEFAULT_SORT)?;
+    let q = params.query()?;
     q.only(&[
         "username",
         "operation",
@@ -111,15 +109,7 @@ async fn list(
         to,
     };
     let total = audit::count(&mut *conn, &filter).await?;
-    let records = audit::list(
-        &mut *conn,
-        &filter,
-        sort.key,
-        sort.descending,
-        page.limit(),
-        page.offset(),
-    )
-    .await?;
+    let records = audit::list(&mut *conn, &filter, sort, page.limit(), page.offset()).await?;
     let items: Vec<AuditLog> = records.into_iter().map(AuditLog::from).collect();
     Ok(paged(uri, page, total, items))
 }
@@ -187,9 +177,6 @@ async fn list_project_logs(
     let access =
         ProjectAccess::resolve(&mut conn, &caller, &ProjectKey::Name(project_name)).await?;
     caller.require_authenticated()?;
-    access.require(
-        &caller,
-        caller.principal.is_sysadmin() || access.role.is_some(),
-    )?;
+    access.require(&caller, access.can_see_members())?;
     list(&mut conn, &uri, &params, Some(vec![access.project.id])).await
 }

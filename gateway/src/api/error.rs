@@ -6,6 +6,7 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use berth_access::password::PasswordError;
 use serde_json::json;
 
 use crate::auth::AuthError;
@@ -131,8 +132,15 @@ impl From<AuthError> for ApiError {
                 retry_after_secs: wait.as_secs().max(1),
             },
             AuthError::Database(e) => ApiError::Database(e),
-            AuthError::Hashing(e) => ApiError::Internal(e.to_string()),
+            AuthError::Hashing(e) => e.into(),
         }
+    }
+}
+
+/// Hashing passwords and secrets fails only inside Berth.
+impl From<PasswordError> for ApiError {
+    fn from(e: PasswordError) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

@@ -1,11 +1,12 @@
 //! Request parts every management handler needs: who is calling and from where, and
 //! which project a `{project_name_or_id}` path segment means.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::HeaderMap;
+use berth_access::audit::AuditEntry;
 use berth_access::Principal;
 
 use super::error::ApiError;
@@ -48,16 +49,15 @@ impl Caller {
         resource_type: &str,
         resource: impl Into<String>,
         project_id: Option<i64>,
-    ) -> berth_access::audit::AuditEntry {
-        berth_access::audit::AuditEntry {
-            username: self.principal.name().to_owned(),
-            operation: operation.to_owned(),
-            resource_type: resource_type.to_owned(),
-            resource: resource.into(),
+    ) -> AuditEntry {
+        AuditEntry::new(
+            self.principal.name(),
+            self.client,
+            operation,
+            resource_type,
+            resource,
             project_id,
-            client_addr: self.client.to_string(),
-            success: true,
-        }
+        )
     }
 }
 
@@ -65,22 +65,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let client = client_address(parts);
+        let client = auth::client_address(&parts.extensions);
         let credentials =
             Credentials::from_headers(&parts.headers, state.config.auth.max_authorization_bytes)?;
         let principal = auth::authenticate(state, credentials.as_ref(), client).await?;
         Ok(Caller { principal, client })
     }
-}
-
-/// The peer address of the connection, or the unspecified address when the server was
-/// started without connection info (in-process routers in unit tests).
-pub fn client_address(parts: &Parts) -> IpAddr {
-    parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// Query parameters; values of the wrong type (`page_size=ten`) are refused the way

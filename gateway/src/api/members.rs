@@ -9,18 +9,20 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_access::members::{self, Member, UserRef};
 use berth_access::{audit, ProjectRole};
+use berth_content::metadata::projects::ProjectRef;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorsBody};
-use super::extract::{ApiPath, ApiQuery, Caller, ProjectKey};
+use super::extract::{ApiPath, ApiQuery, Caller};
 use super::json::{created, ok_empty, ApiJson, JsonBody};
 use super::pagination::{paged, PageParams};
 use super::project_access::ProjectAccess;
-use super::query::escape_like;
+use super::query::contains_pattern;
 use super::BASE_PATH;
 use crate::state::AppState;
 
@@ -93,10 +95,6 @@ pub struct RoleRequest {
 pub struct ListMembersParams {
     /// Part of the member's username.
     pub entityname: Option<String>,
-    /// Page number, from 1.
-    pub page: Option<i64>,
-    /// Items per page, 1 to 100 (default 10).
-    pub page_size: Option<i64>,
 }
 
 fn parse_role(role_id: Option<i64>) -> ApiResult<ProjectRole> {
@@ -116,9 +114,19 @@ fn check_member_id(mid: i64) -> ApiResult<()> {
     Ok(())
 }
 
-/// Members (and system administrators) may see a project's members.
-fn require_member_list(caller: &Caller, access: &ProjectAccess) -> ApiResult<()> {
-    caller.require(caller.principal.is_sysadmin() || access.role.is_some())
+/// Records `operation` on `username`'s membership of `project`, in the transaction of
+/// the change.
+async fn record_member_audit(
+    tx: &mut PgConnection,
+    caller: &Caller,
+    operation: &str,
+    project: &ProjectRef,
+    username: &str,
+) -> ApiResult<()> {
+    let resource = format!("{}/{username}", project.name);
+    let entry = caller.audit(operation, "member", resource, Some(project.id));
+    audit::record(tx, &entry).await?;
+    Ok(())
 }
 
 fn member_not_found(mid: i64, access: &ProjectAccess) -> ApiError {
@@ -138,6 +146,7 @@ fn member_not_found(mid: i64, access: &ProjectAccess) -> ApiError {
         ("project_name_or_id" = String, Path, description = "Project name or id"),
         ("X-Is-Resource-Name" = Option<bool>, Header, description = "`true`: the path holds a name"),
         ListMembersParams,
+        PageParams,
     ),
     responses(
         (status = 200, description = "One page of members, with X-Total-Count and Link", body = Vec<ProjectMemberEntity>),
@@ -156,21 +165,17 @@ pub async fn list_members(
     OriginalUri(uri): OriginalUri,
     ApiPath(segment): ApiPath<String>,
     ApiQuery(params): ApiQuery<ListMembersParams>,
+    ApiQuery(paging): ApiQuery<PageParams>,
 ) -> ApiResult<Response> {
-    let page = PageParams {
-        page: params.page,
-        page_size: params.page_size,
-    }
-    .validate()?;
+    let page = paging.validate()?;
     let mut conn = state.db.acquire().await?;
-    let key = ProjectKey::from_segment(&segment, &headers);
-    let access = ProjectAccess::resolve(&mut conn, &caller, &key).await?;
-    require_member_list(&caller, &access)?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
+    access.require(&caller, access.can_see_members())?;
     let name_like = params
         .entityname
         .as_deref()
         .filter(|n| !n.is_empty())
-        .map(|n| format!("%{}%", escape_like(n)));
+        .map(contains_pattern);
     let project_id = access.project.id;
     let total = members::count(&mut conn, project_id, name_like.as_deref()).await?;
     let rows = members::list(
@@ -213,8 +218,7 @@ pub async fn add_member(
     ApiJson(req): ApiJson<ProjectMemberReq>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let key = ProjectKey::from_segment(&segment, &headers);
-    let access = ProjectAccess::resolve(&mut conn, &caller, &key).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
 
     let is_group = req
@@ -261,12 +265,7 @@ pub async fn add_member(
                 )),
             )
         })?;
-    let resource = format!("{}/{username}", project.name);
-    audit::record(
-        &mut tx,
-        &caller.audit("create", "member", resource, Some(project.id)),
-    )
-    .await?;
+    record_member_audit(&mut tx, &caller, "create", project, &username).await?;
     tx.commit().await?;
     // Harbor builds the Location from the path as given: a name or an id.
     Ok(created(&format!(
@@ -299,9 +298,8 @@ pub async fn get_member(
     ApiPath((segment, mid)): ApiPath<(String, i64)>,
 ) -> ApiResult<JsonBody<ProjectMemberEntity>> {
     let mut conn = state.db.acquire().await?;
-    let key = ProjectKey::from_segment(&segment, &headers);
-    let access = ProjectAccess::resolve(&mut conn, &caller, &key).await?;
-    require_member_list(&caller, &access)?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
+    access.require(&caller, access.can_see_members())?;
     check_member_id(mid)?;
     let member = members::get(&mut conn, access.project.id, mid)
         .await?
@@ -337,8 +335,7 @@ pub async fn update_member(
     ApiJson(req): ApiJson<RoleRequest>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let key = ProjectKey::from_segment(&segment, &headers);
-    let access = ProjectAccess::resolve(&mut conn, &caller, &key).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     check_member_id(mid)?;
@@ -348,12 +345,7 @@ pub async fn update_member(
     let member = members::set_role(&mut tx, project.id, mid, role)
         .await?
         .ok_or_else(|| member_not_found(mid, &access))?;
-    let resource = format!("{}/{}", project.name, member.username);
-    audit::record(
-        &mut tx,
-        &caller.audit("update", "member", resource, Some(project.id)),
-    )
-    .await?;
+    record_member_audit(&mut tx, &caller, "update", project, &member.username).await?;
     tx.commit().await?;
     Ok(ok_empty())
 }
@@ -383,8 +375,7 @@ pub async fn delete_member(
     ApiPath((segment, mid)): ApiPath<(String, i64)>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let key = ProjectKey::from_segment(&segment, &headers);
-    let access = ProjectAccess::resolve(&mut conn, &caller, &key).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     check_member_id(mid)?;
@@ -393,12 +384,7 @@ pub async fn delete_member(
     let member = members::remove(&mut tx, project.id, mid)
         .await?
         .ok_or_else(|| member_not_found(mid, &access))?;
-    let resource = format!("{}/{}", project.name, member.username);
-    audit::record(
-        &mut tx,
-        &caller.audit("delete", "member", resource, Some(project.id)),
-    )
-    .await?;
+    record_member_audit(&mut tx, &caller, "delete", project, &member.username).await?;
     tx.commit().await?;
     Ok(ok_empty())
 }

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use axum::http::HeaderMap;
 use berth_access::{authorize, members, Principal, ProjectRole, RegistryAction};
 use berth_content::metadata::projects::{self, ProjectRef};
 use sqlx::PgConnection;
@@ -58,6 +59,17 @@ impl ProjectAccess {
         Ok(access)
     }
 
+    /// [`ProjectAccess::resolve`] for a `{project_name_or_id}` path segment, which
+    /// `X-Is-Resource-Name` may declare a name.
+    pub async fn resolve_segment(
+        conn: &mut PgConnection,
+        caller: &Caller,
+        segment: &str,
+        headers: &HeaderMap,
+    ) -> ApiResult<ProjectAccess> {
+        Self::resolve(conn, caller, &ProjectKey::from_segment(segment, headers)).await
+    }
+
     /// See the project and pull from it.
     pub fn can_read(&self) -> bool {
         self.actions.contains(&RegistryAction::Pull)
@@ -70,6 +82,12 @@ impl ProjectAccess {
     /// Delete repositories, artifacts and tags.
     pub fn can_delete(&self) -> bool {
         self.actions.contains(&RegistryAction::Delete)
+    }
+
+    /// See the project's members, member counts and audit log: its members and system
+    /// administrators.
+    pub fn can_see_members(&self) -> bool {
+        self.sysadmin || self.role.is_some()
     }
 
     /// Change the project's settings and members, delete the project.

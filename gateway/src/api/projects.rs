@@ -12,8 +12,7 @@ use axum::http::HeaderMap;
 use axum::response::Response;
 use berth_access::{audit, members, Principal, ProjectRole};
 use berth_content::metadata::projects::{
-    self, NewProject, ProjectDetail, ProjectFilter, ProjectName, ProjectSettings, ProjectSort,
-    Visibility,
+    self, NewProject, ProjectDetail, ProjectFilter, ProjectName, ProjectSettings, Visibility,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -25,9 +24,9 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, ErrorsBody};
 use super::extract::{ApiPath, ApiQuery, Caller, ProjectKey};
 use super::json::{created, ok_empty, ApiJson, JsonBody};
-use super::pagination::{paged, PageParams};
+use super::pagination::paged;
 use super::project_access::ProjectAccess;
-use super::query::Query as HarborQuery;
+use super::query::{contains_pattern, ListParams, Sort};
 use super::{harbor_time, BASE_PATH};
 use crate::state::AppState;
 
@@ -341,15 +340,10 @@ fn refuse_unsupported(req: &ProjectReq, project_id: Option<i64>) -> ApiResult<()
 
 // ----- handlers -------------------------------------------------------------------------
 
+/// The project list's filters besides `q`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ListProjectsParams {
-    /// Harbor's query: `name` (`name=x` or `name=~x`), `public` (`true`/`false`),
-    /// `owner` (a username), `project_id` (`project_id=1` or `project_id={1 2}`).
-    pub q: Option<String>,
-    /// One of `name`, `creation_time`, `update_time`, `project_id`; `-` first for
-    /// descending.
-    pub sort: Option<String>,
+pub struct ProjectFilterParams {
     /// Part of the project name.
     pub name: Option<String>,
     pub public: Option<bool>,
@@ -357,19 +351,25 @@ pub struct ListProjectsParams {
     pub owner: Option<String>,
     /// Accepted for compatibility; details are always included.
     pub with_detail: Option<bool>,
-    /// Page number, from 1.
-    pub page: Option<i64>,
-    /// Items per page, 1 to 100 (default 10).
-    pub page_size: Option<i64>,
 }
 
+const SORT_KEYS: [&str; 4] = ["name", "creation_time", "update_time", "project_id"];
+const DEFAULT_SORT: Sort<'static> = Sort {
+    key: "name",
+    descending: false,
+};
+
 /// The projects the caller may see, filtered and paged.
+///
+/// `q` keys: `name` (`name=x` or `name=~x`), `public` (`true`/`false`), `owner` (a
+/// username), `project_id` (`project_id=1` or `project_id={1 2}`). `sort`: `name`
+/// (default), `creation_time`, `update_time` or `project_id`.
 #[utoipa::path(
     get,
     path = "/projects",
     tag = "project",
     operation_id = "listProjects",
-    params(ListProjectsParams),
+    params(ListParams, ProjectFilterParams),
     responses(
         (status = 200, description = "One page of projects, with X-Total-Count and Link", body = Vec<Project>),
         (status = 400, description = "Bad q or sort", body = ErrorsBody),
@@ -383,15 +383,12 @@ pub async fn list_projects(
     // The full request URI: `Uri` inside the nested API router lacks `/api/v2.0`,
     // and the Link header must carry it.
     OriginalUri(uri): OriginalUri,
-    ApiQuery(params): ApiQuery<ListProjectsParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filters): ApiQuery<ProjectFilterParams>,
 ) -> ApiResult<Response> {
-    let page = PageParams {
-        page: params.page,
-        page_size: params.page_size,
-    }
-    .validate()?;
-    let filter = list_filter(&caller.principal, &params)?;
-    let sort = parse_sort(params.sort.as_deref())?;
+    let page = params.page()?;
+    let filter = list_filter(&caller.principal, &params, &filters)?;
+    let sort = params.sort(&SORT_KEYS, DEFAULT_SORT)?;
     let viewer = match &caller.principal {
         Principal::User(user) => Some(user.id),
         _ => None,
@@ -412,8 +409,12 @@ pub async fn list_projects(
 }
 
 /// Which projects the principal may see, narrowed by the request's filters.
-fn list_filter(principal: &Principal, params: &ListProjectsParams) -> ApiResult<ProjectFilter> {
-    let q = HarborQuery::parse(params.q.as_deref())?;
+fn list_filter(
+    principal: &Principal,
+    params: &ListParams,
+    filters: &ProjectFilterParams,
+) -> ApiResult<ProjectFilter> {
+    let q = params.query()?;
     q.only(&["name", "public", "owner", "project_id"])?;
     let visibility = match principal {
         Principal::Unrestricted => Visibility::All,
@@ -446,12 +447,12 @@ fn list_filter(principal: &Principal, params: &ListProjectsParams) -> ApiResult<
             names: Vec::new(),
         },
     };
-    let name_like = match params.name.as_deref().filter(|n| !n.is_empty()) {
+    let name_like = match filters.name.as_deref().filter(|n| !n.is_empty()) {
         // Harbor's `name` parameter is a fuzzy match and wins over `q`.
-        Some(name) => Some(format!("%{}%", super::query::escape_like(name))),
+        Some(name) => Some(contains_pattern(name)),
         None => q.like_pattern("name")?,
     };
-    let public = match params.public {
+    let public = match filters.public {
         Some(public) => Some(public),
         None => q
             .exact("public")?
@@ -462,7 +463,7 @@ fn list_filter(principal: &Principal, params: &ListProjectsParams) -> ApiResult<
             })
             .transpose()?,
     };
-    let owner = match params.owner.as_deref().filter(|o| !o.is_empty()) {
+    let owner = match filters.owner.as_deref().filter(|o| !o.is_empty()) {
         Some(owner) => Some(owner.to_owned()),
         None => q.exact("owner")?.map(str::to_owned),
     };
@@ -486,38 +487,6 @@ fn list_filter(principal: &Principal, params: &ListProjectsParams) -> ApiResult<
         owner,
         ids,
     })
-}
-
-/// Harbor's `sort` for projects, one key.
-fn parse_sort(sort: Option<&str>) -> ApiResult<ProjectSort> {
-    let Some(sort) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(ProjectSort::default());
-    };
-    if sort.contains(',') {
-        return Err(ApiError::bad_request(
-            "sorting projects by more than one key is not supported",
-        ));
-    }
-    let (key, descending) = match sort.strip_prefix('-') {
-        Some(key) => (key, true),
-        None => (sort, false),
-    };
-    let order = match (key, descending) {
-        ("name", false) => ProjectSort::Name,
-        ("name", true) => ProjectSort::NameDesc,
-        ("creation_time", false) => ProjectSort::Created,
-        ("creation_time", true) => ProjectSort::CreatedDesc,
-        ("update_time", false) => ProjectSort::Updated,
-        ("update_time", true) => ProjectSort::UpdatedDesc,
-        ("project_id", false) => ProjectSort::Id,
-        ("project_id", true) => ProjectSort::IdDesc,
-        _ => {
-            return Err(ApiError::bad_request(format!(
-            "cannot sort projects by {key:?}: use name, creation_time, update_time or project_id"
-        )))
-        }
-    };
-    Ok(order)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -640,17 +609,6 @@ pub async fn create_project(
     Ok(created(&location))
 }
 
-/// Resolves the path's `{project_name_or_id}` (with `X-Is-Resource-Name`); the caller
-/// must at least be able to see the project.
-async fn resolve(
-    conn: &mut PgConnection,
-    caller: &Caller,
-    segment: &str,
-    headers: &HeaderMap,
-) -> ApiResult<ProjectAccess> {
-    ProjectAccess::resolve(conn, caller, &ProjectKey::from_segment(segment, headers)).await
-}
-
 /// The project's full row, for a project just resolved (so it exists unless deleted
 /// meanwhile).
 async fn detail(
@@ -730,7 +688,7 @@ pub async fn get_project(
     ApiPath(segment): ApiPath<String>,
 ) -> ApiResult<JsonBody<Project>> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     let detail = detail(&mut conn, &caller, &access).await?;
     Ok(JsonBody(Project::from_detail(detail)))
 }
@@ -762,7 +720,7 @@ pub async fn update_project(
     ApiJson(req): ApiJson<ProjectReq>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     refuse_unsupported(&req, Some(access.project.id))?;
@@ -798,7 +756,7 @@ pub async fn delete_project(
     ApiPath(segment): ApiPath<String>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     let fk_violation =
@@ -846,7 +804,7 @@ pub async fn project_summary(
     ApiPath(segment): ApiPath<String>,
 ) -> ApiResult<JsonBody<ProjectSummary>> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     let detail = detail(&mut conn, &caller, &access).await?;
     let mut summary = ProjectSummary {
         repo_count: detail.repo_count,
@@ -857,7 +815,7 @@ pub async fn project_summary(
         limited_guest_count: None,
     };
     // Harbor shows the member counts to those who may list the members.
-    if caller.principal.is_sysadmin() || access.role.is_some() {
+    if access.can_see_members() {
         let counts = members::role_counts(&mut conn, access.project.id).await?;
         summary.project_admin_count = Some(counts.project_admin);
         summary.maintainer_count = Some(counts.maintainer);
@@ -892,7 +850,7 @@ pub async fn project_deletable(
     ApiPath(segment): ApiPath<String>,
 ) -> ApiResult<JsonBody<ProjectDeletable>> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     let blocker = projects::delete_blocker(&mut conn, access.project.id).await?;
     Ok(JsonBody(ProjectDeletable {
@@ -910,7 +868,7 @@ async fn list_metadata_impl(
     segment: String,
 ) -> ApiResult<JsonBody<BTreeMap<String, String>>> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     let detail = detail(&mut conn, &caller, &access).await?;
     Ok(JsonBody(shown_metadata(&ProjectSettings {
         public: detail.public,
@@ -926,7 +884,7 @@ async fn add_metadata_impl(
     body: BTreeMap<String, Value>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     if body.is_empty() {
@@ -1094,7 +1052,7 @@ pub async fn get_metadata_entry(
     ApiPath((segment, key)): ApiPath<(String, String)>,
 ) -> ApiResult<JsonBody<BTreeMap<String, String>>> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     let detail = detail(&mut conn, &caller, &access).await?;
     let shown = shown_metadata(&ProjectSettings {
         public: detail.public,
@@ -1135,7 +1093,7 @@ pub async fn update_metadata_entry(
     ApiJson(body): ApiJson<BTreeMap<String, Value>>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     let value = body
@@ -1178,7 +1136,7 @@ pub async fn delete_metadata_entry(
     ApiPath((segment, key)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let mut conn = state.db.acquire().await?;
-    let access = resolve(&mut conn, &caller, &segment, &headers).await?;
+    let access = ProjectAccess::resolve_segment(&mut conn, &caller, &segment, &headers).await?;
     access.require(&caller, access.can_manage())?;
     drop(conn);
     let mut tx = state.db.begin().await?;
@@ -1247,12 +1205,16 @@ mod tests {
 
     #[test]
     fn sort_keys() {
-        assert_eq!(parse_sort(None).unwrap(), ProjectSort::Name);
+        let parse_sort = |sort| crate::api::query::parse_sort(sort, &SORT_KEYS, DEFAULT_SORT);
+        assert_eq!(parse_sort(None).unwrap(), DEFAULT_SORT);
         assert_eq!(
-            parse_sort(Some("-creation_time")).unwrap(),
-            ProjectSort::CreatedDesc
+            parse_sort(Some("-creation_time")).unwrap().signed_key(),
+            "-creation_time"
         );
-        assert_eq!(parse_sort(Some("project_id")).unwrap(), ProjectSort::Id);
+        assert_eq!(
+            parse_sort(Some("project_id")).unwrap().signed_key(),
+            "project_id"
+        );
         assert!(parse_sort(Some("owner")).is_err());
         assert!(parse_sort(Some("name,-project_id")).is_err());
     }

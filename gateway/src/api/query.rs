@@ -4,8 +4,17 @@
 //!
 //! Handlers turn the parsed terms into SQL parameters for the keys they support and
 //! refuse other keys with `BAD_REQUEST`, so a typo never silently widens a listing.
+//!
+//! Also the rest of a list request that every list shares: Harbor's one-field `sort`,
+//! and [`ListParams`], the `q`, `sort` and page parameters of a list.
 
-use super::error::ApiError;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+pub use berth_content::metadata::Sort;
+
+use super::error::{ApiError, ApiResult};
+use super::pagination::{Page, PageParams};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum QueryValue {
@@ -98,10 +107,20 @@ impl Query {
     /// A value for `key` as an SQL `LIKE` pattern: exact values match themselves, fuzzy
     /// ones anywhere (`%v%`); `%`, `_` and `\` in the value match only themselves.
     pub fn like_pattern(&self, key: &str) -> Result<Option<String>, ApiError> {
+        self.like_pattern_of(key, |v| v)
+    }
+
+    /// [`Query::like_pattern`] of the value as `stored` turns it into what the column
+    /// holds.
+    pub fn like_pattern_of(
+        &self,
+        key: &str,
+        stored: impl Fn(&str) -> &str,
+    ) -> Result<Option<String>, ApiError> {
         match self.get(key) {
             None => Ok(None),
-            Some(QueryValue::Exact(v)) => Ok(Some(escape_like(v))),
-            Some(QueryValue::Fuzzy(v)) => Ok(Some(format!("%{}%", escape_like(v)))),
+            Some(QueryValue::Exact(v)) => Ok(Some(escape_like(stored(v)))),
+            Some(QueryValue::Fuzzy(v)) => Ok(Some(contains_pattern(stored(v)))),
             Some(_) => Err(ApiError::bad_request(format!(
                 "query key {key:?} takes an exact (k=v) or fuzzy (k=~v) value"
             ))),
@@ -139,47 +158,68 @@ impl Query {
     }
 }
 
-/// Harbor's `sort` parameter (`key` ascending, `-key` descending), limited to one key:
-/// the listings order by it and then by id, so pages stay stable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Sort {
-    pub key: String,
-    pub descending: bool,
+/// `q`, `sort`, `page` and `page_size`: the parameters every filtered, sorted list
+/// takes. A list with more filters takes them in a second query struct.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Harbor's query: `name=app` (exact) or `name=~app` (fuzzy), …
+    pub q: Option<String>,
+    /// One field, `-field` for descending.
+    pub sort: Option<String>,
+    /// Page number, from 1.
+    pub page: Option<i64>,
+    /// Items per page, 1 to 100 (default 10).
+    pub page_size: Option<i64>,
 }
 
-impl Sort {
-    /// Parses `sort`, refusing keys not in `allowed` (and more than one key) with
-    /// `BAD_REQUEST`. Absent or empty is `None`.
-    pub fn parse(sort: Option<&str>, allowed: &[&str]) -> Result<Option<Sort>, ApiError> {
-        let Some(sort) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
-            return Ok(None);
-        };
-        if sort.contains(',') {
-            return Err(ApiError::bad_request("sort by one key only"));
+impl ListParams {
+    pub fn page(&self) -> ApiResult<Page> {
+        PageParams {
+            page: self.page,
+            page_size: self.page_size,
         }
-        let (key, descending) = match sort.strip_prefix('-') {
-            Some(key) => (key, true),
-            None => (sort, false),
-        };
-        if !allowed.contains(&key) {
-            return Err(ApiError::bad_request(format!(
-                "unsupported sort key {key:?}; supported: {}",
-                allowed.join(", ")
-            )));
-        }
-        Ok(Some(Sort {
-            key: key.to_owned(),
-            descending,
-        }))
+        .validate()
     }
 
-    /// The `key` / `-key` form again, for SQL that switches on it.
-    pub fn as_param(&self) -> String {
-        if self.descending {
-            format!("-{}", self.key)
-        } else {
-            self.key.clone()
-        }
+    /// The parsed `q`.
+    pub fn query(&self) -> ApiResult<Query> {
+        Query::parse(self.q.as_deref())
+    }
+
+    /// The parsed `sort`: one of `allowed`, absent `default`.
+    pub fn sort<'a>(&self, allowed: &[&'a str], default: Sort<'a>) -> ApiResult<Sort<'a>> {
+        parse_sort(self.sort.as_deref(), allowed, default)
+    }
+}
+
+/// Harbor's `sort` parameter for a list sorted by one field: `field` ascending,
+/// `-field` descending, one of `allowed`; absent, `default`. The listings order by it
+/// and then by id, so pages stay stable.
+pub fn parse_sort<'a>(
+    sort: Option<&str>,
+    allowed: &[&'a str],
+    default: Sort<'a>,
+) -> ApiResult<Sort<'a>> {
+    let Some(sort) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(default);
+    };
+    let mut fields = sort.split(',').map(str::trim).filter(|f| !f.is_empty());
+    let (Some(field), None) = (fields.next(), fields.next()) else {
+        return Err(ApiError::bad_request(format!(
+            "sort {sort:?}: this list sorts by one field"
+        )));
+    };
+    let (descending, field) = match field.strip_prefix('-') {
+        Some(field) => (true, field),
+        None => (false, field),
+    };
+    match allowed.iter().find(|key| **key == field) {
+        Some(key) => Ok(Sort { key, descending }),
+        None => Err(ApiError::bad_request(format!(
+            "cannot sort by {field:?}; supported: {}",
+            allowed.join(", ")
+        ))),
     }
 }
 
@@ -242,6 +282,11 @@ fn parse_value(value: &str) -> Result<QueryValue, ApiError> {
 
 fn unquote(s: &str) -> String {
     s.trim_matches(|c| c == '"' || c == '\'').to_owned()
+}
+
+/// An SQL `LIKE` pattern matching values that contain `value` (Harbor's fuzzy match).
+pub fn contains_pattern(value: &str) -> String {
+    format!("%{}%", escape_like(value))
 }
 
 pub fn escape_like(value: &str) -> String {
@@ -326,13 +371,36 @@ mod tests {
     #[test]
     fn sorts_by_one_allowed_key() {
         let keys = ["name", "id"];
-        let sort = Sort::parse(Some("-name"), &keys).unwrap();
-        assert_eq!(sort.as_ref().map(Sort::as_param).as_deref(), Some("-name"));
-        let sort = Sort::parse(Some("id"), &keys).unwrap();
-        assert_eq!(sort.as_ref().map(Sort::as_param).as_deref(), Some("id"));
-        assert_eq!(Sort::parse(None, &["name"]).unwrap(), None);
-        assert!(Sort::parse(Some("secret"), &["name"]).is_err());
-        assert!(Sort::parse(Some("name,-id"), &["name", "id"]).is_err());
+        let default = Sort {
+            key: "id",
+            descending: false,
+        };
+        let sort = parse_sort(Some("-name"), &keys, default).unwrap();
+        assert_eq!(sort.signed_key(), "-name");
+        let sort = parse_sort(Some("id"), &keys, default).unwrap();
+        assert_eq!(sort.signed_key(), "id");
+        assert_eq!(parse_sort(None, &["name"], default).unwrap(), default);
+        assert!(parse_sort(Some("secret"), &["name"], default).is_err());
+        assert!(parse_sort(Some("name,-id"), &["name", "id"], default).is_err());
+    }
+
+    #[test]
+    fn sort_takes_one_known_field() {
+        let default = Sort {
+            key: "id",
+            descending: false,
+        };
+        let sort = |s| parse_sort(s, &["id", "name"], default);
+        assert_eq!(sort(None).unwrap(), default);
+        assert_eq!(
+            sort(Some("-name")).unwrap(),
+            Sort {
+                key: "name",
+                descending: true
+            }
+        );
+        assert!(sort(Some("size")).is_err());
+        assert!(sort(Some("name,-id")).is_err());
     }
 
     #[test]
@@ -340,5 +408,8 @@ mod tests {
         let q = Query::parse(Some("name=~a_b%")).unwrap();
         assert_eq!(q.like_pattern("name").unwrap().unwrap(), r"%a\_b\%%");
         assert_eq!(escape_like(r"a\b"), r"a\\b");
+        let q = Query::parse(Some("name=~robot$a_b")).unwrap();
+        let pattern = q.like_pattern_of("name", |v| v.strip_prefix("robot$").unwrap_or(v));
+        assert_eq!(pattern.unwrap().unwrap(), r"%a\_b%");
     }
 }

@@ -1,35 +1,32 @@
 //! Repositories: `GET /repositories`, `GET /projects/{project_name}/repositories`,
 //! `GET|DELETE /projects/{project_name}/repositories/{repository_name}`.
 //!
-//! Also the pieces the artifact and audit-log lists share with these: Harbor's `sort`
-//! parameter, query strings whose values fail to parse (422, as go-swagger answers),
-//! and the twice URL-encoded repository segment (`a%252Fb`).
+//! Also what the artifact endpoints share with these: the twice URL-encoded repository
+//! segment (`a%252Fb`) and the lookup of a repository in a project.
 //!
 //! List handlers take `OriginalUri`, not `Uri`: under the `/api/v2.0` nest `Uri` has
 //! lost that prefix, and the `Link` header must carry it (harborapi strips it back off).
 
-use axum::extract::{FromRequestParts, OriginalUri, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::Uri;
 use axum::response::Response;
 use berth_access::Principal;
-use berth_content::metadata::artifacts::{self, RepositoryFilter, RepositoryRow, Sort, Visibility};
+use berth_content::metadata::artifacts::{self, RepositoryFilter, RepositoryRow, Visibility};
 use berth_content::metadata::projects;
 use berth_content::RepositoryName;
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sqlx::PgConnection;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorsBody};
-use super::extract::{Caller, ProjectKey};
+use super::extract::{ApiQuery, Caller, ProjectKey};
 use super::harbor_time;
 use super::json::{ok_empty, JsonBody};
-use super::pagination::{paged, Page, PageParams};
+use super::pagination::paged;
 use super::project_access::ProjectAccess;
-use super::query::Query;
+use super::query::{ListParams, Sort};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -67,80 +64,6 @@ impl From<RepositoryRow> for Repository {
             creation_time: harbor_time(row.created_at),
             update_time: harbor_time(row.updated_at),
         }
-    }
-}
-
-/// `q`, `sort`, `page` and `page_size`: the parameters of every list here.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ListParams {
-    /// Harbor's query: `name=app` (exact) or `name=~app` (fuzzy), …
-    pub q: Option<String>,
-    /// One field, `-field` for descending.
-    pub sort: Option<String>,
-    /// Page number, from 1.
-    pub page: Option<i64>,
-    /// Items per page, 1 to 100 (default 10).
-    pub page_size: Option<i64>,
-}
-
-impl ListParams {
-    pub fn page(&self) -> ApiResult<Page> {
-        PageParams {
-            page: self.page,
-            page_size: self.page_size,
-        }
-        .validate()
-    }
-}
-
-/// Query-string parameters. A value of the wrong type (`page=x`, `with_tag=maybe`) is
-/// a 422 in Harbor's shape, as go-swagger answers it, instead of axum's plain text.
-pub struct ApiQuery<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| ApiQuery(value))
-            .map_err(|e| {
-                ApiError::Unprocessable(format!("validation failure list:\n{}", e.body_text()))
-            })
-    }
-}
-
-/// Harbor's `sort` parameter for a list sorted by one field: `field` ascending,
-/// `-field` descending, one of `allowed`; absent, `default`.
-pub fn parse_sort<'a>(
-    sort: Option<&str>,
-    allowed: &[&'a str],
-    default: Sort<'a>,
-) -> ApiResult<Sort<'a>> {
-    let Some(sort) = sort.map(str::trim).filter(|s| !s.is_empty()) else {
-        return Ok(default);
-    };
-    let mut fields = sort.split(',').map(str::trim).filter(|f| !f.is_empty());
-    let (Some(field), None) = (fields.next(), fields.next()) else {
-        return Err(ApiError::bad_request(format!(
-            "sort {sort:?}: this list sorts by one field"
-        )));
-    };
-    let (descending, field) = match field.strip_prefix('-') {
-        Some(field) => (true, field),
-        None => (false, field),
-    };
-    match allowed.iter().find(|key| **key == field) {
-        Some(key) => Ok(Sort { key, descending }),
-        None => Err(ApiError::bad_request(format!(
-            "cannot sort by {field:?}; supported: {}",
-            allowed.join(", ")
-        ))),
     }
 }
 
@@ -266,8 +189,8 @@ async fn list(
     project_id: Option<i64>,
 ) -> ApiResult<Response> {
     let page = params.page()?;
-    let sort = parse_sort(params.sort.as_deref(), &SORT_KEYS, DEFAULT_SORT)?;
-    let q = Query::parse(params.q.as_deref())?;
+    let sort = params.sort(&SORT_KEYS, DEFAULT_SORT)?;
+    let q = params.query()?;
     q.only(&["name", "project_id"])?;
     let name_like = q.like_pattern("name")?;
     let wanted = q
@@ -439,24 +362,5 @@ mod tests {
         assert_eq!(name("%zz").unwrap_err().status(), 404);
         assert!(name("App").is_err());
         assert_eq!(percent_decode("a%2").as_deref(), Some("a%2"));
-    }
-
-    #[test]
-    fn sort_takes_one_known_field() {
-        let default = Sort {
-            key: "id",
-            descending: false,
-        };
-        let sort = |s| parse_sort(s, &["id", "name"], default);
-        assert_eq!(sort(None).unwrap(), default);
-        assert_eq!(
-            sort(Some("-name")).unwrap(),
-            Sort {
-                key: "name",
-                descending: true
-            }
-        );
-        assert!(sort(Some("size")).is_err());
-        assert!(sort(Some("name,-id")).is_err());
     }
 }

@@ -12,16 +12,16 @@ use berth_access::robots::{
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::error::{ApiError, ApiResult, ErrorsBody};
 use super::extract::{ApiPath, ApiQuery, Caller, ProjectKey};
 use super::json::{self, ApiJson, JsonBody};
-use super::pagination::{self, PageParams};
+use super::pagination;
 use super::project_access::ProjectAccess;
-use super::query::{escape_like, Query, QueryValue, Sort};
+use super::query::{ListParams, Sort};
 use super::{harbor_time, BASE_PATH};
 use crate::state::AppState;
 
@@ -196,18 +196,11 @@ pub struct RobotSec {
     pub secret: Option<String>,
 }
 
-/// Filters of `GET /robots`.
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RobotListParams {
-    /// Harbor's query: `Level=project,ProjectID=<id>` for a project's robots (keys are
-    /// case-sensitive); without `Level`, system robots. `name` (exact or `~fuzzy`)
-    /// filters by name.
-    pub q: Option<String>,
-    /// One of `id`, `name`, `creation_time`, `update_time`, `expires_at`; `-` first for
-    /// descending.
-    pub sort: Option<String>,
-}
+/// Without `sort`, robots are listed by id.
+const DEFAULT_SORT: Sort<'static> = Sort {
+    key: "id",
+    descending: false,
+};
 
 fn robot_not_found(robot_id: i64) -> ApiError {
     ApiError::not_found(format!("robot {robot_id} not found"))
@@ -337,19 +330,18 @@ fn choose_secret(given: Option<String>) -> ApiResult<(String, bool)> {
     }
 }
 
-async fn hash_secret(secret: String) -> ApiResult<String> {
-    password::hash_blocking(secret)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
 /// List robots: a project's (`q=Level=project,ProjectID=<id>`, for those who manage
 /// its robots) or the system robots (administrators).
+///
+/// `q` keys: `Level=project,ProjectID=<id>` for a project's robots (keys are
+/// case-sensitive); without `Level`, system robots. `name` (exact or `~fuzzy`) filters
+/// by name. `sort`: `id` (default), `name`, `creation_time`, `update_time` or
+/// `expires_at`.
 #[utoipa::path(
     get,
     path = "/robots",
     tag = "robot",
-    params(RobotListParams, PageParams),
+    params(ListParams),
     responses(
         (status = 200, description = "One page of robots", body = [RobotResp],
          headers(("X-Total-Count" = i64, description = "Robots matching"),
@@ -365,27 +357,17 @@ async fn list_robots(
     State(state): State<AppState>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    ApiQuery(params): ApiQuery<RobotListParams>,
-    ApiQuery(paging): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
 ) -> ApiResult<Response> {
     caller.require_authenticated()?;
-    let page = paging.validate()?;
-    let query = Query::parse(params.q.as_deref())?;
+    let page = params.page()?;
+    let query = params.query()?;
     query.only(&["Level", "ProjectID", "name"])?;
-    let sort = Sort::parse(params.sort.as_deref(), robots::SORT_KEYS)?;
+    let sort = params.sort(robots::SORT_KEYS, DEFAULT_SORT)?;
     // Names are matched as stored, so a `robot$` the caller copied from a response is
     // dropped first.
-    let unprefixed = |v: &str| v.strip_prefix(robots::NAME_PREFIX).unwrap_or(v).to_owned();
-    let name_like = match query.get("name") {
-        None => None,
-        Some(QueryValue::Exact(v)) => Some(escape_like(&unprefixed(v))),
-        Some(QueryValue::Fuzzy(v)) => Some(format!("%{}%", escape_like(&unprefixed(v)))),
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "query key \"name\" takes an exact (k=v) or fuzzy (k=~v) value",
-            ))
-        }
-    };
+    let name_like =
+        query.like_pattern_of("name", |v| v.strip_prefix(robots::NAME_PREFIX).unwrap_or(v))?;
     // Harbor: without `Level`, only system robots, whatever `ProjectID` says.
     let level = match query.exact("Level")? {
         None => RobotLevel::System,
@@ -414,15 +396,7 @@ async fn list_robots(
         name_like,
     };
     let total = robots::count(&mut conn, &filter).await?;
-    let sort = sort.map(|s| s.as_param());
-    let found = robots::list(
-        &mut conn,
-        &filter,
-        sort.as_deref(),
-        page.limit(),
-        page.offset(),
-    )
-    .await?;
+    let found = robots::list(&mut conn, &filter, sort, page.limit(), page.offset()).await?;
     let items: Vec<RobotResp> = found.into_iter().map(RobotResp::from).collect();
     Ok(pagination::paged(&uri, page, total, items))
 }
@@ -476,7 +450,7 @@ async fn create_robot(
     drop(conn);
     let (secret, _generated) = choose_secret(req.secret)?;
     let new = NewRobot {
-        secret_hash: hash_secret(secret.clone()).await?,
+        secret_hash: password::hash_blocking(secret.clone()).await?,
         name: stored_name,
         description: req.description.unwrap_or_default(),
         level,
@@ -626,7 +600,7 @@ async fn refresh_secret(
     let (robot, _) = robot_for_caller(&mut conn, &caller, robot_id).await?;
     drop(conn);
     let (secret, generated) = choose_secret(req.secret)?;
-    let hash = hash_secret(secret.clone()).await?;
+    let hash = password::hash_blocking(secret.clone()).await?;
     let audit = caller.audit(
         "refresh_secret",
         "robot",

@@ -7,6 +7,7 @@ use axum::response::Response;
 use berth_access::users::{self, NewUser, ProfileChange, User, UserFilter};
 use berth_access::{password, Principal};
 use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -15,7 +16,7 @@ use super::error::{ApiError, ApiResult, ErrorsBody};
 use super::extract::{ApiPath, ApiQuery, Caller};
 use super::json::{self, ApiJson, JsonBody};
 use super::pagination::{self, PageParams};
-use super::query::{escape_like, Query, Sort};
+use super::query::{contains_pattern, ListParams, Sort};
 use super::{harbor_time, BASE_PATH};
 use crate::state::AppState;
 
@@ -106,15 +107,10 @@ pub struct UserSearchRespItem {
     pub username: String,
 }
 
-/// Filters of `GET /users`.
+/// Filters of `GET /users` besides `q`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct UserListParams {
-    /// Harbor's query: `username` and `email`, exact (`k=v`) or fuzzy (`k=~v`).
-    pub q: Option<String>,
-    /// One of `user_id`, `username`, `email`, `realname`, `creation_time`,
-    /// `update_time`; `-` first for descending.
-    pub sort: Option<String>,
+pub struct UserFilterParams {
     /// Username contains this (fuzzy).
     pub username: Option<String>,
     /// E-mail contains this (fuzzy).
@@ -138,8 +134,21 @@ fn is_self(caller: &Caller, user_id: i64) -> bool {
     matches!(&caller.principal, Principal::User(user) if user.id == user_id)
 }
 
+/// Without `sort`, users are listed by id.
+const DEFAULT_SORT: Sort<'static> = Sort {
+    key: "user_id",
+    descending: false,
+};
+
 fn user_not_found(user_id: i64) -> ApiError {
     ApiError::not_found(format!("user {user_id} not found"))
+}
+
+/// User `user_id`, or `NOT_FOUND`.
+async fn find_user(conn: &mut PgConnection, user_id: i64) -> ApiResult<User> {
+    users::find(conn, user_id)
+        .await?
+        .ok_or_else(|| user_not_found(user_id))
 }
 
 /// A duplicate username or e-mail address as `CONFLICT`.
@@ -162,24 +171,15 @@ fn weak_password() -> ApiError {
     )
 }
 
-async fn hash_password(secret: String) -> ApiResult<String> {
-    password::hash_blocking(secret)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
-async fn password_matches(secret: String, hash: String) -> ApiResult<bool> {
-    password::verify_blocking(secret, hash)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
-}
-
 /// List users (system administrators only).
+///
+/// `q` keys: `username` and `email`, exact (`k=v`) or fuzzy (`k=~v`). `sort`: `user_id`
+/// (default), `username`, `email`, `realname`, `creation_time` or `update_time`.
 #[utoipa::path(
     get,
     path = "/users",
     tag = "user",
-    params(UserListParams, PageParams),
+    params(ListParams, UserFilterParams),
     responses(
         (status = 200, description = "One page of users", body = [UserResp],
          headers(("X-Total-Count" = i64, description = "Users matching"),
@@ -194,37 +194,28 @@ async fn list_users(
     State(state): State<AppState>,
     caller: Caller,
     OriginalUri(uri): OriginalUri,
-    ApiQuery(params): ApiQuery<UserListParams>,
-    ApiQuery(paging): ApiQuery<PageParams>,
+    ApiQuery(params): ApiQuery<ListParams>,
+    ApiQuery(filters): ApiQuery<UserFilterParams>,
 ) -> ApiResult<Response> {
     caller.require_sysadmin()?;
-    let page = paging.validate()?;
-    let query = Query::parse(params.q.as_deref())?;
+    let page = params.page()?;
+    let query = params.query()?;
     query.only(&["username", "email"])?;
-    let sort = Sort::parse(params.sort.as_deref(), users::SORT_KEYS)?;
+    let sort = params.sort(users::SORT_KEYS, DEFAULT_SORT)?;
     // Harbor's undocumented `username` / `email` parameters are fuzzy and win over `q`.
-    let fuzzy = |v: &String| format!("%{}%", escape_like(v));
     let filter = UserFilter {
-        username_like: match &params.username {
-            Some(v) => Some(fuzzy(v)),
+        username_like: match &filters.username {
+            Some(v) => Some(contains_pattern(v)),
             None => query.like_pattern("username")?,
         },
-        email_like: match &params.email {
-            Some(v) => Some(fuzzy(v)),
+        email_like: match &filters.email {
+            Some(v) => Some(contains_pattern(v)),
             None => query.like_pattern("email")?,
         },
     };
     let mut conn = state.db.acquire().await?;
     let total = users::count(&mut conn, &filter).await?;
-    let sort = sort.map(|s| s.as_param());
-    let found = users::list(
-        &mut conn,
-        &filter,
-        sort.as_deref(),
-        page.limit(),
-        page.offset(),
-    )
-    .await?;
+    let found = users::list(&mut conn, &filter, sort, page.limit(), page.offset()).await?;
     let items: Vec<UserResp> = found.into_iter().map(UserResp::from).collect();
     Ok(pagination::paged(&uri, page, total, items))
 }
@@ -267,7 +258,7 @@ async fn create_user(
         return Err(weak_password());
     }
     let new = NewUser {
-        password_hash: hash_password(secret).await?,
+        password_hash: password::hash_blocking(secret).await?,
         username,
         email,
         realname,
@@ -304,9 +295,7 @@ async fn current_user(
         )));
     };
     let mut conn = state.db.acquire().await?;
-    let user = users::find(&mut conn, identity.id)
-        .await?
-        .ok_or_else(|| user_not_found(identity.id))?;
+    let user = find_user(&mut conn, identity.id).await?;
     Ok(JsonBody(user.into()))
 }
 
@@ -338,7 +327,7 @@ async fn search_users(
             "validation failure list:\nusername in query is required".to_owned(),
         ));
     };
-    let pattern = format!("%{}%", escape_like(&username));
+    let pattern = contains_pattern(&username);
     let mut conn = state.db.acquire().await?;
     let total = users::count_by_username(&mut conn, &pattern).await?;
     let found = users::search_by_username(&mut conn, &pattern, page.limit(), page.offset()).await?;
@@ -372,9 +361,7 @@ async fn get_user(
 ) -> ApiResult<JsonBody<UserResp>> {
     caller.require(is_self_or_admin(&caller, user_id))?;
     let mut conn = state.db.acquire().await?;
-    let user = users::find(&mut conn, user_id)
-        .await?
-        .ok_or_else(|| user_not_found(user_id))?;
+    let user = find_user(&mut conn, user_id).await?;
     Ok(JsonBody(user.into()))
 }
 
@@ -411,9 +398,7 @@ async fn update_user(
         users::check_comment(comment).map_err(ApiError::BadRequest)?;
     }
     let mut conn = state.db.acquire().await?;
-    let user = users::find(&mut conn, user_id)
-        .await?
-        .ok_or_else(|| user_not_found(user_id))?;
+    let user = find_user(&mut conn, user_id).await?;
     let change = ProfileChange {
         email: profile.email,
         realname: profile.realname,
@@ -452,9 +437,7 @@ async fn delete_user(
         )));
     }
     let mut conn = state.db.acquire().await?;
-    let user = users::find(&mut conn, user_id)
-        .await?
-        .ok_or_else(|| user_not_found(user_id))?;
+    let user = find_user(&mut conn, user_id).await?;
     let audit = caller.audit("delete", "user", user.username, None);
     if !users::delete(&mut conn, user_id, &audit).await? {
         return Err(user_not_found(user_id));
@@ -493,7 +476,7 @@ async fn set_password(
     drop(conn);
     if is_self(&caller, user_id) {
         let old = req.old_password.unwrap_or_default();
-        if !password_matches(old, login.password_hash.clone()).await? {
+        if !password::verify_blocking(old, login.password_hash.clone()).await? {
             return Err(ApiError::Forbidden(
                 "Current password is incorrect".to_owned(),
             ));
@@ -503,12 +486,12 @@ async fn set_password(
     if !password::is_strong_secret(&new) {
         return Err(weak_password());
     }
-    if password_matches(new.clone(), login.password_hash).await? {
+    if password::verify_blocking(new.clone(), login.password_hash).await? {
         return Err(ApiError::bad_request(
             "New password is identical to old password",
         ));
     }
-    let hash = hash_password(new).await?;
+    let hash = password::hash_blocking(new).await?;
     let audit = caller.audit("change_password", "user", login.username, None);
     let mut conn = state.db.acquire().await?;
     if !users::set_password_hash(&mut conn, user_id, &hash, &audit).await? {
@@ -550,9 +533,7 @@ async fn set_sysadmin(
         .sysadmin_flag
         .ok_or_else(|| ApiError::bad_request("sysadmin_flag is required"))?;
     let mut conn = state.db.acquire().await?;
-    let user = users::find(&mut conn, user_id)
-        .await?
-        .ok_or_else(|| user_not_found(user_id))?;
+    let user = find_user(&mut conn, user_id).await?;
     let audit = caller.audit("set_sysadmin", "user", user.username, None);
     if !users::set_sysadmin(&mut conn, user_id, flag, &audit).await? {
         return Err(user_not_found(user_id));

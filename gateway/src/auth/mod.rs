@@ -10,15 +10,16 @@ pub mod credentials;
 pub mod registry;
 pub mod token_service;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Extensions;
 use berth_access::audit::AuditEntry;
 use berth_access::login_limiter::{LoginLimiter, LoginLimits};
 use berth_access::principal::{RobotIdentity, UserIdentity};
 use berth_access::token::TokenKeys;
 use berth_access::{password, robots, users, Principal};
-use berth_content::metadata::projects::ProjectRef;
 
 use crate::audit::AuditSink;
 use crate::config::{AuthConfig, AuthMode};
@@ -112,6 +113,13 @@ pub async fn authenticate_basic(
     }
 }
 
+/// Whether `secret` matches `hash`. An unknown user or robot (no hash) costs one hash
+/// verification too, against a decoy, so timing does not reveal which names exist.
+async fn verify_or_decoy(secret: &str, hash: Option<&str>) -> Result<bool, AuthError> {
+    let hash = hash.map_or_else(|| password::decoy_hash().to_owned(), str::to_owned);
+    Ok(password::verify_blocking(secret.to_owned(), hash).await?)
+}
+
 async fn check_user(
     state: &AppState,
     username: &str,
@@ -120,13 +128,7 @@ async fn check_user(
     let mut conn = state.db.acquire().await?;
     let login = users::find_for_login(&mut conn, username).await?;
     drop(conn);
-    // An unknown user costs one hash verification too, so timing does not reveal
-    // which usernames exist.
-    let hash = login
-        .as_ref()
-        .map(|l| l.password_hash.clone())
-        .unwrap_or_else(|| password::decoy_hash().to_owned());
-    let matches = password::verify_blocking(secret.to_owned(), hash).await?;
+    let matches = verify_or_decoy(secret, login.as_ref().map(|l| l.password_hash.as_str())).await?;
     Ok(login.filter(|_| matches).map(|login| {
         Principal::User(UserIdentity {
             id: login.id,
@@ -144,11 +146,7 @@ async fn check_robot(
     let mut conn = state.db.acquire().await?;
     let login = robots::find_for_login(&mut conn, stored_name).await?;
     drop(conn);
-    let hash = login
-        .as_ref()
-        .map(|l| l.secret_hash.clone())
-        .unwrap_or_else(|| password::decoy_hash().to_owned());
-    let matches = password::verify_blocking(secret.to_owned(), hash).await?;
+    let matches = verify_or_decoy(secret, login.as_ref().map(|l| l.secret_hash.as_str())).await?;
     let now = chrono::Utc::now();
     Ok(login
         .filter(|login| matches && login.usable_at(now))
@@ -163,35 +161,20 @@ async fn check_robot(
 }
 
 async fn audit_login_failure(audit: &AuditSink, username: &str, client: IpAddr) {
+    let entry = AuditEntry::new(username, client, "login_failed", "user", username, None);
     audit
         .record(AuditEntry {
-            username: username.to_owned(),
-            operation: "login_failed".to_owned(),
-            resource_type: "user".to_owned(),
-            resource: username.to_owned(),
-            project_id: None,
-            client_addr: client.to_string(),
             success: false,
+            ..entry
         })
         .await;
 }
 
-/// An audit entry about `resource` in `project`, by `principal` from `client`.
-pub fn audit_entry(
-    principal: &Principal,
-    client: IpAddr,
-    operation: &str,
-    resource_type: &str,
-    resource: impl Into<String>,
-    project: Option<&ProjectRef>,
-) -> AuditEntry {
-    AuditEntry {
-        username: principal.name().to_owned(),
-        operation: operation.to_owned(),
-        resource_type: resource_type.to_owned(),
-        resource: resource.into(),
-        project_id: project.map(|p| p.id),
-        client_addr: client.to_string(),
-        success: true,
-    }
+/// The peer address of the connection, or the unspecified address when the server
+/// runs without connection info (in-process routers in unit tests).
+pub fn client_address(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }

@@ -11,7 +11,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::ConnectInfo;
 use axum::http::{header, Extensions, HeaderMap};
 use berth_access::audit::{self, AuditEntry};
 use berth_access::token::{TokenError, VerifiedToken};
@@ -20,7 +19,7 @@ use berth_content::metadata::projects::{self, ProjectRef};
 use berth_content::RepositoryName;
 use sqlx::PgConnection;
 
-use super::{AuthError, Credentials};
+use super::{client_address, AuthError, Credentials};
 use crate::config::AuthMode;
 use crate::error::{ErrorCode, RegistryError, RegistryResult};
 use crate::state::AppState;
@@ -88,15 +87,6 @@ pub async fn identify(
         }
     };
     Ok(auth)
-}
-
-/// The peer address of the connection, or the unspecified address when the server
-/// runs without connection info (in-process routers in unit tests).
-pub fn client_address(extensions: &Extensions) -> IpAddr {
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip())
-        .unwrap_or(IpAddr::from([0, 0, 0, 0]))
 }
 
 /// `{external_url}/service/token`, or `http://{Host}/service/token` when no external
@@ -257,24 +247,10 @@ impl RegistryAuth {
                         true,
                     ));
                 }
-                if !needs_project {
-                    return Ok(None);
-                }
-                let mut conn = state.db.acquire().await?;
-                match projects::find_by_name(&mut conn, project_name).await? {
-                    Some(project) => Ok(Some(project)),
-                    None => self.missing_project(state, &mut conn, name, action).await,
-                }
+                self.project_if(needs_project, state, name, action).await
             }
             RegistryCaller::Principal(Principal::Unrestricted) => {
-                if !needs_project {
-                    return Ok(None);
-                }
-                let mut conn = state.db.acquire().await?;
-                match projects::find_by_name(&mut conn, project_name).await? {
-                    Some(project) => Ok(Some(project)),
-                    None => self.missing_project(state, &mut conn, name, action).await,
-                }
+                self.project_if(needs_project, state, name, action).await
             }
             RegistryCaller::Principal(principal) => {
                 let mut conn = state.db.acquire().await?;
@@ -288,6 +264,25 @@ impl RegistryAuth {
                     None => self.missing_project(state, &mut conn, name, action).await,
                 }
             }
+        }
+    }
+
+    /// For callers whose rights need no database (tokens, unrestricted): `name`'s
+    /// project when `needed`, perhaps created by [`RegistryAuth::missing_project`].
+    async fn project_if(
+        &self,
+        needed: bool,
+        state: &AppState,
+        name: &RepositoryName,
+        action: RegistryAction,
+    ) -> RegistryResult<Option<ProjectRef>> {
+        if !needed {
+            return Ok(None);
+        }
+        let mut conn = state.db.acquire().await?;
+        match projects::find_by_name(&mut conn, name.project()).await? {
+            Some(project) => Ok(Some(project)),
+            None => self.missing_project(state, &mut conn, name, action).await,
         }
     }
 
@@ -414,15 +409,14 @@ impl RegistryAuth {
         resource: impl Into<String>,
         project: Option<&ProjectRef>,
     ) -> AuditEntry {
-        AuditEntry {
-            username: self.name().to_owned(),
-            operation: operation.to_owned(),
-            resource_type: resource_type.to_owned(),
-            resource: resource.into(),
-            project_id: project.map(|p| p.id),
-            client_addr: self.client.to_string(),
-            success: true,
-        }
+        AuditEntry::new(
+            self.name(),
+            self.client,
+            operation,
+            resource_type,
+            resource,
+            project.map(|p| p.id),
+        )
     }
 }
 

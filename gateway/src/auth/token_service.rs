@@ -22,7 +22,7 @@ use chrono::{SecondsFormat, Utc};
 use serde::Serialize;
 use sqlx::PgConnection;
 
-use super::registry::client_address;
+use super::client_address;
 use super::Credentials;
 use crate::api::error::{ApiError, ApiResult};
 use crate::api::json::JsonBody;

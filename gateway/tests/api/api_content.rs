@@ -8,8 +8,8 @@ use reqwest::Response;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_api_error, expect_status, image_manifest, put_ok, ApiClient, RegistryClient, TestApp,
-    ADMIN_PASSWORD, OCI_INDEX, OCI_MANIFEST,
+    assert_api_error, assert_empty, expect_status, image_manifest, put_ok, ApiClient,
+    RegistryClient, TestApp, ADMIN_PASSWORD, OCI_INDEX, OCI_MANIFEST,
 };
 
 const PASSWORD: &str = "Passw0rd-Content";
@@ -18,39 +18,10 @@ const DEVELOPER: i16 = 2;
 const GUEST: i16 = 3;
 const MAINTAINER: i16 = 4;
 
-async fn create_project(app: &TestApp, name: &str, public: bool) -> i64 {
-    sqlx::query_scalar("INSERT INTO projects (name, public) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(public)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-async fn create_user(app: &TestApp, username: &str) -> i64 {
-    let hash = berth_access::password::hash(PASSWORD).unwrap();
-    sqlx::query_scalar("INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id")
-        .bind(username)
-        .bind(hash)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-async fn add_member(app: &TestApp, project_id: i64, user_id: i64, role_id: i16) {
-    sqlx::query("INSERT INTO project_members (project_id, user_id, role_id) VALUES ($1, $2, $3)")
-        .bind(project_id)
-        .bind(user_id)
-        .bind(role_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
-}
-
 /// A user with `role_id` in `project_id`, and a management API client acting as them.
 async fn member(app: &TestApp, username: &str, project_id: i64, role_id: i16) -> ApiClient {
-    let user_id = create_user(app, username).await;
-    add_member(app, project_id, user_id, role_id).await;
+    let user_id = app.insert_user(username, PASSWORD).await;
+    app.insert_member(project_id, user_id, role_id).await;
     app.api_as(username, PASSWORD)
 }
 
@@ -87,30 +58,6 @@ fn names(list: &Value, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Audit rows matching all of these.
-async fn audit_rows(app: &TestApp, operation: &str, resource_type: &str, resource: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM audit_logs WHERE operation = $1 AND resource_type = $2 AND resource = $3",
-    )
-    .bind(operation)
-    .bind(resource_type)
-    .bind(resource)
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
-}
-
-/// Asserts an empty success: no body and no content type (harborapi parses any JSON
-/// typed body).
-async fn assert_empty(response: Response, status: u16, what: &str) {
-    let response = expect_status(response, status, what).await;
-    assert!(
-        response.headers().get("content-type").is_none(),
-        "{what}: content type on an empty answer"
-    );
-    assert!(response.bytes().await.unwrap().is_empty(), "{what}: a body");
-}
-
 /// An OCI index over the given (digest, size) manifests, each with a linux platform of
 /// the given architecture.
 fn index_over(children: &[(&Digest, usize, &str)]) -> Vec<u8> {
@@ -136,8 +83,8 @@ async fn push_untagged(registry: &RegistryClient, repo: &str, layer: &[u8]) -> (
 #[tokio::test]
 async fn repositories_list_get_filter_sort_and_page() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
-    create_project(&app, "other", true).await;
+    let team = app.insert_project("team", false).await;
+    app.insert_project("other", true).await;
     let registry = admin_registry(&app);
     registry.push_image("team/app", "v1", &[b"app layer"]).await;
     registry
@@ -242,9 +189,9 @@ async fn repositories_list_get_filter_sort_and_page() {
 #[tokio::test]
 async fn repositories_are_visible_to_whoever_may_pull() {
     let app = TestApp::spawn_secure().await;
-    let private = create_project(&app, "private", false).await;
-    create_project(&app, "public", true).await;
-    create_project(&app, "hidden", false).await;
+    let private = app.insert_project("private", false).await;
+    app.insert_project("public", true).await;
+    app.insert_project("hidden", false).await;
     let registry = admin_registry(&app);
     registry.push_image("private/app", "v1", &[b"p"]).await;
     registry.push_image("public/app", "v1", &[b"q"]).await;
@@ -291,7 +238,7 @@ async fn repositories_are_visible_to_whoever_may_pull() {
 #[tokio::test]
 async fn repository_delete_needs_delete_rights_and_is_audited_once() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
+    let team = app.insert_project("team", false).await;
     let registry = admin_registry(&app);
     let (_, digest) = registry.push_image("team/app/web", "v1", &[b"layer"]).await;
     registry.push_image("team/other", "v1", &[b"other"]).await;
@@ -311,7 +258,8 @@ async fn repository_delete_needs_delete_rights_and_is_audited_once() {
     )
     .await;
     assert_eq!(
-        audit_rows(&app, "delete", "repository", "team/app/web").await,
+        app.audit_count("delete", "repository", "team/app/web")
+            .await,
         0
     );
 
@@ -329,7 +277,8 @@ async fn repository_delete_needs_delete_rights_and_is_audited_once() {
     json_of(maintainer.get(&repo_path("team/other")).await, "other").await;
 
     assert_eq!(
-        audit_rows(&app, "delete", "repository", "team/app/web").await,
+        app.audit_count("delete", "repository", "team/app/web")
+            .await,
         1
     );
     let (username, project_id): (String, Option<i64>) = sqlx::query_as(
@@ -372,7 +321,7 @@ fn digests(list: &Value) -> Vec<String> {
 #[tokio::test]
 async fn artifacts_list_with_tags_filters_sort_and_pages() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
+    let team = app.insert_project("team", false).await;
     let content = push_content(&app).await;
     let api = app.admin_api();
     let base = format!("{}/artifacts", repo_path(REPO));
@@ -504,7 +453,7 @@ async fn artifacts_list_with_tags_filters_sort_and_pages() {
 #[tokio::test]
 async fn artifact_get_by_digest_or_tag() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
+    let team = app.insert_project("team", false).await;
     let content = push_content(&app).await;
     let guest = member(&app, "guest", team, GUEST).await;
     let base = format!("{}/artifacts", repo_path(REPO));
@@ -557,7 +506,7 @@ async fn artifact_get_by_digest_or_tag() {
         "UNAUTHORIZED",
     )
     .await;
-    create_user(&app, "stranger").await;
+    app.insert_user("stranger", PASSWORD).await;
     let stranger = app.api_as("stranger", PASSWORD);
     assert_api_error(stranger.get(&format!("{base}/v1")).await, 404, "NOT_FOUND").await;
 }
@@ -565,7 +514,7 @@ async fn artifact_get_by_digest_or_tag() {
 #[tokio::test]
 async fn artifact_delete_shares_the_registry_rules_and_is_audited_once() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
+    let team = app.insert_project("team", false).await;
     let content = push_content(&app).await;
     let guest = member(&app, "guest", team, GUEST).await;
     let developer = member(&app, "developer", team, DEVELOPER).await;
@@ -614,7 +563,7 @@ async fn artifact_delete_shares_the_registry_rules_and_is_audited_once() {
     registry.assert_no_manifest(REPO, &content.b).await;
     registry.assert_no_manifest(REPO, "latest").await;
     let resource = format!("{REPO}@{}", content.b);
-    assert_eq!(audit_rows(&app, "delete", "artifact", &resource).await, 1);
+    assert_eq!(app.audit_count("delete", "artifact", &resource).await, 1);
     let project_id: Option<i64> =
         sqlx::query_scalar("SELECT project_id FROM audit_logs WHERE resource = $1")
             .bind(&resource)
@@ -646,7 +595,7 @@ async fn artifact_delete_shares_the_registry_rules_and_is_audited_once() {
     registry.pull_manifest(REPO, &content.d).await;
     let child_resource = format!("{REPO}@{}", content.d);
     assert_eq!(
-        audit_rows(&app, "delete", "artifact", &child_resource).await,
+        app.audit_count("delete", "artifact", &child_resource).await,
         0
     );
 
@@ -660,7 +609,7 @@ async fn artifact_delete_shares_the_registry_rules_and_is_audited_once() {
     )
     .await;
     assert_eq!(
-        audit_rows(&app, "delete", "artifact", &child_resource).await,
+        app.audit_count("delete", "artifact", &child_resource).await,
         1
     );
     let (list, _) = json_of(admin.get(&base).await, "left").await;
@@ -674,7 +623,7 @@ async fn artifact_delete_shares_the_registry_rules_and_is_audited_once() {
 #[tokio::test]
 async fn tags_list_create_and_delete() {
     let app = TestApp::spawn_secure().await;
-    let team = create_project(&app, "team", false).await;
+    let team = app.insert_project("team", false).await;
     let content = push_content(&app).await;
     let guest = member(&app, "guest", team, GUEST).await;
     let developer = member(&app, "developer", team, DEVELOPER).await;
@@ -727,7 +676,8 @@ async fn tags_list_create_and_delete() {
     let (digest, _, _) = registry.pull_manifest(REPO, "release").await;
     assert_eq!(digest, content.a);
     assert_eq!(
-        audit_rows(&app, "create", "tag", &format!("{REPO}:release")).await,
+        app.audit_count("create", "tag", &format!("{REPO}:release"))
+            .await,
         1
     );
     assert_api_error(developer.post(&tags, body.clone()).await, 409, "CONFLICT").await;
@@ -738,7 +688,8 @@ async fn tags_list_create_and_delete() {
     )
     .await;
     assert_eq!(
-        audit_rows(&app, "create", "tag", &format!("{REPO}:release")).await,
+        app.audit_count("create", "tag", &format!("{REPO}:release"))
+            .await,
         1
     );
     let bad_json = developer
@@ -787,7 +738,8 @@ async fn tags_list_create_and_delete() {
     )
     .await;
     assert_eq!(
-        audit_rows(&app, "delete", "tag", &format!("{REPO}:release")).await,
+        app.audit_count("delete", "tag", &format!("{REPO}:release"))
+            .await,
         0
     );
     assert_empty(maintainer.delete(&release).await, 200, "delete tag").await;
@@ -795,7 +747,8 @@ async fn tags_list_create_and_delete() {
     registry.pull_manifest(REPO, &content.a).await;
     assert_api_error(maintainer.delete(&release).await, 404, "NOT_FOUND").await;
     assert_eq!(
-        audit_rows(&app, "delete", "tag", &format!("{REPO}:release")).await,
+        app.audit_count("delete", "tag", &format!("{REPO}:release"))
+            .await,
         1
     );
     let (username, project_id): (String, Option<i64>) = sqlx::query_as(
@@ -835,8 +788,8 @@ async fn audit(
 #[tokio::test]
 async fn audit_logs_filter_sort_page_and_show_members_their_projects() {
     let app = TestApp::spawn_secure().await;
-    let alpha = create_project(&app, "alpha", false).await;
-    let beta = create_project(&app, "beta", true).await;
+    let alpha = app.insert_project("alpha", false).await;
+    let beta = app.insert_project("beta", true).await;
     let reader = member(&app, "reader", alpha, GUEST).await;
     audit(
         &app,
@@ -956,7 +909,7 @@ async fn audit_logs_filter_sort_page_and_show_members_their_projects() {
     let (list, headers) = json_of(reader.get("/audit-logs").await, "member").await;
     assert_eq!(total(&headers), 2);
     assert_eq!(names(&list, "resource"), ["alpha/app:old", "alpha/app:1"]);
-    create_user(&app, "nobody").await;
+    app.insert_user("nobody", PASSWORD).await;
     let nobody = app.api_as("nobody", PASSWORD);
     let (list, _) = json_of(nobody.get("/audit-logs").await, "nobody").await;
     assert_eq!(list, json!([]));

@@ -4,25 +4,15 @@
 use reqwest::{Method, Response};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_api_error, expect_status, ApiClient, TestApp};
+use crate::helpers::{
+    assert_api_error, assert_empty_ok, expect_status, total_count, ApiClient, TestApp,
+};
 
 const PASSWORD: &str = "User-Passw0rd";
 
-/// Creates a local user directly in the database (the users API is another module's)
-/// and returns its id.
-async fn create_user(app: &TestApp, username: &str) -> i64 {
-    let hash = berth_access::password::hash(PASSWORD).unwrap();
-    sqlx::query_scalar("INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id")
-        .bind(username)
-        .bind(hash)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
 /// A user and an API client logged in as them.
 async fn user_api(app: &TestApp, username: &str) -> (i64, ApiClient) {
-    let id = create_user(app, username).await;
+    let id = app.insert_user(username, PASSWORD).await;
     (id, app.api_as(username, PASSWORD))
 }
 
@@ -32,35 +22,6 @@ async fn project_id(app: &TestApp, name: &str) -> i64 {
         .fetch_one(&app.db)
         .await
         .unwrap()
-}
-
-/// Adds `user_id` to `project` with `role_id` through SQL, for tests about something
-/// else than the members API.
-async fn add_member_sql(app: &TestApp, project: &str, user_id: i64, role_id: i16) {
-    sqlx::query(
-        "INSERT INTO project_members (project_id, user_id, role_id)
-         SELECT id, $2, $3 FROM projects WHERE name = $1",
-    )
-    .bind(project)
-    .bind(user_id)
-    .bind(role_id)
-    .execute(&app.db)
-    .await
-    .unwrap();
-}
-
-/// How many audit records match.
-async fn audit_count(app: &TestApp, operation: &str, resource_type: &str, resource: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM audit_logs
-         WHERE operation = $1 AND resource_type = $2 AND resource = $3",
-    )
-    .bind(operation)
-    .bind(resource_type)
-    .bind(resource)
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
 }
 
 /// How many audit records about projects and members exist at all.
@@ -114,13 +75,6 @@ fn header(response: &Response, name: &str) -> Option<String> {
         .map(|v| v.to_str().unwrap().to_owned())
 }
 
-fn total_count(response: &Response) -> i64 {
-    header(response, "x-total-count")
-        .expect("X-Total-Count")
-        .parse()
-        .unwrap()
-}
-
 /// The targets of a `Link` header by relation.
 fn links(response: &Response) -> (Option<String>, Option<String>) {
     let Some(link) = header(response, "link") else {
@@ -149,13 +103,6 @@ async fn names(response: Response) -> Vec<String> {
         .iter()
         .map(|p| p["name"].as_str().unwrap().to_owned())
         .collect()
-}
-
-/// Asserts an empty 200 with no content type (what harborapi needs).
-async fn assert_empty_ok(response: Response, what: &str) {
-    let response = expect_status(response, 200, what).await;
-    assert_eq!(header(&response, "content-type"), None, "{what}");
-    assert!(response.bytes().await.unwrap().is_empty(), "{what}");
 }
 
 // ----- ping, health, systeminfo -----------------------------------------------------------
@@ -381,8 +328,8 @@ async fn an_admin_creates_gets_and_checks_a_project() {
     .await
     .unwrap();
     assert_eq!(role, 1);
-    assert_eq!(audit_count(&app, "create", "project", "team-a").await, 1);
-    assert_eq!(audit_count(&app, "create", "project", "123").await, 1);
+    assert_eq!(app.audit_count("create", "project", "team-a").await, 1);
+    assert_eq!(app.audit_count("create", "project", "123").await, 1);
     assert_eq!(management_audit_rows(&app).await, 2);
 }
 
@@ -508,7 +455,8 @@ async fn listings_show_what_the_caller_may_see_and_filter_it() {
     admin.create_project("priv-alice", false).await;
     admin.create_project("priv-other", false).await;
     let (alice_id, alice) = user_api(&app, "alice").await;
-    add_member_sql(&app, "priv-alice", alice_id, 2).await;
+    app.insert_member(project_id(&app, "priv-alice").await, alice_id, 2)
+        .await;
     let (_, bob) = user_api(&app, "bob").await;
     expect_status(
         bob.post("/projects", json!({"project_name": "bobs"})).await,
@@ -668,8 +616,8 @@ async fn private_projects_are_hidden_from_non_members() {
     admin.create_project("open", true).await;
     let (alice_id, alice) = user_api(&app, "alice").await;
     let (_, mallory) = user_api(&app, "mallory").await;
-    add_member_sql(&app, "secret", alice_id, 3).await;
     let id = project_id(&app, "secret").await;
+    app.insert_member(id, alice_id, 3).await;
 
     let seen = alice.get_json("/projects/secret").await;
     assert_eq!(seen["current_user_role_id"], 3);
@@ -753,11 +701,12 @@ async fn project_updates_merge_metadata_and_need_a_project_admin() {
         admin.get_json("/projects/team").await["metadata"]["public"],
         "false"
     );
-    assert_eq!(audit_count(&app, "update", "project", "team").await, 3);
+    assert_eq!(app.audit_count("update", "project", "team").await, 3);
 
     // Refusals change nothing and record nothing.
     let (dev_id, developer) = user_api(&app, "dev").await;
-    add_member_sql(&app, "team", dev_id, 2).await;
+    app.insert_member(project_id(&app, "team").await, dev_id, 2)
+        .await;
     let (_, stranger) = user_api(&app, "stranger").await;
     let body = json!({"metadata": {"public": "true"}});
     assert_api_error(
@@ -811,7 +760,7 @@ async fn project_updates_merge_metadata_and_need_a_project_admin() {
         "UNAUTHORIZED",
     )
     .await;
-    assert_eq!(audit_count(&app, "update", "project", "team").await, 4);
+    assert_eq!(app.audit_count("update", "project", "team").await, 4);
 }
 
 // ----- delete, summary, deletable -----------------------------------------------------------
@@ -822,7 +771,8 @@ async fn projects_with_repositories_cannot_be_deleted() {
     let admin = app.admin_api();
     admin.create_project("full", false).await;
     let (dev_id, developer) = user_api(&app, "dev").await;
-    add_member_sql(&app, "full", dev_id, 2).await;
+    app.insert_member(project_id(&app, "full").await, dev_id, 2)
+        .await;
     let repository = add_repository(&app, "full", "app").await;
 
     assert_eq!(admin.get_json("/projects/full").await["repo_count"], 1);
@@ -844,7 +794,7 @@ async fn projects_with_repositories_cannot_be_deleted() {
         "FORBIDDEN",
     )
     .await;
-    assert_eq!(audit_count(&app, "delete", "project", "full").await, 0);
+    assert_eq!(app.audit_count("delete", "project", "full").await, 0);
 
     // Once the repository's artifacts are gone the project can go, and so does the
     // empty repository row left behind.
@@ -876,7 +826,7 @@ async fn projects_with_repositories_cannot_be_deleted() {
     assert_api_error(admin.delete("/projects/full").await, 404, "NOT_FOUND").await;
     assert_eq!(app.count_rows("repositories").await, 0);
     assert_eq!(app.count_rows("project_members").await, 0);
-    assert_eq!(audit_count(&app, "delete", "project", "full").await, 1);
+    assert_eq!(app.audit_count("delete", "project", "full").await, 1);
 }
 
 #[tokio::test]
@@ -906,7 +856,7 @@ async fn project_admins_delete_their_projects_and_others_cannot() {
     )
     .await;
     assert_eq!(app.count_rows("projects").await, 0);
-    assert_eq!(audit_count(&app, "delete", "project", "mine").await, 1);
+    assert_eq!(app.audit_count("delete", "project", "mine").await, 1);
 }
 
 #[tokio::test]
@@ -915,8 +865,9 @@ async fn summaries_count_repositories_and_members_by_role() {
     let admin = app.admin_api();
     admin.create_project("team", true).await;
     for (name, role) in [("m1", 4), ("d1", 2), ("d2", 2), ("g1", 3), ("l1", 5)] {
-        let id = create_user(&app, name).await;
-        add_member_sql(&app, "team", id, role).await;
+        let id = app.insert_user(name, PASSWORD).await;
+        app.insert_member(project_id(&app, "team").await, id, role)
+            .await;
     }
     add_repository(&app, "team", "one").await;
     let summary = app
@@ -1077,7 +1028,8 @@ async fn metadata_entries_are_added_read_changed_and_removed() {
 
     // Refusals.
     let (dev_id, developer) = user_api(&app, "dev").await;
-    add_member_sql(&app, "team", dev_id, 2).await;
+    app.insert_member(project_id(&app, "team").await, dev_id, 2)
+        .await;
     assert_eq!(
         developer.get_json("/projects/team/metadatas").await["auto_scan"],
         "true"
@@ -1116,7 +1068,7 @@ async fn metadata_entries_are_added_read_changed_and_removed() {
     .await;
 
     // Five changes, each one project update.
-    assert_eq!(audit_count(&app, "update", "project", "team").await, 5);
+    assert_eq!(app.audit_count("update", "project", "team").await, 5);
 }
 
 // ----- members ----------------------------------------------------------------------------
@@ -1127,8 +1079,8 @@ async fn members_are_added_listed_changed_and_removed() {
     let admin = app.admin_api();
     admin.create_project("team", false).await;
     let id = project_id(&app, "team").await;
-    let alice_id = create_user(&app, "alice").await;
-    let bob_id = create_user(&app, "bob").await;
+    let alice_id = app.insert_user("alice", PASSWORD).await;
+    let bob_id = app.insert_user("bob", PASSWORD).await;
 
     let response = admin
         .post(
@@ -1257,10 +1209,10 @@ async fn members_are_added_listed_changed_and_removed() {
     .await;
 
     // Each change was audited exactly once, as <project>/<username>.
-    assert_eq!(audit_count(&app, "create", "member", "team/alice").await, 1);
-    assert_eq!(audit_count(&app, "create", "member", "team/bob").await, 1);
-    assert_eq!(audit_count(&app, "update", "member", "team/bob").await, 1);
-    assert_eq!(audit_count(&app, "delete", "member", "team/alice").await, 1);
+    assert_eq!(app.audit_count("create", "member", "team/alice").await, 1);
+    assert_eq!(app.audit_count("create", "member", "team/bob").await, 1);
+    assert_eq!(app.audit_count("update", "member", "team/bob").await, 1);
+    assert_eq!(app.audit_count("delete", "member", "team/alice").await, 1);
     let member_rows: i64 =
         sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE resource_type = 'member'")
             .fetch_one(&app.db)
@@ -1276,8 +1228,9 @@ async fn member_changes_refuse_bad_requests_and_wrong_roles() {
     admin.create_project("team", false).await;
     admin.create_project("open", true).await;
     let (dev_id, developer) = user_api(&app, "dev").await;
-    add_member_sql(&app, "team", dev_id, 2).await;
-    let carol_id = create_user(&app, "carol").await;
+    app.insert_member(project_id(&app, "team").await, dev_id, 2)
+        .await;
+    let carol_id = app.insert_user("carol", PASSWORD).await;
     let (_, stranger) = user_api(&app, "stranger").await;
     let dev_mid: i64 = sqlx::query_scalar("SELECT id FROM project_members WHERE user_id = $1")
         .bind(dev_id)

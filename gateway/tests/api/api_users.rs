@@ -5,30 +5,11 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_api_error, expect_status, ApiClient, TestApp};
+use crate::helpers::{
+    assert_api_error, assert_empty_ok, expect_status, total_count, ApiClient, TestApp,
+};
 
 const PASSWORD: &str = "Passw0rd-Alice";
-
-/// Creates a project with SQL (the projects API is tested elsewhere); returns its id.
-async fn create_project(app: &TestApp, name: &str, public: bool) -> i64 {
-    sqlx::query_scalar("INSERT INTO projects (name, public) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(public)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-/// Gives `user_id` the Harbor role `role_id` in `project_id`.
-async fn add_member(app: &TestApp, project_id: i64, user_id: i64, role_id: i16) {
-    sqlx::query("INSERT INTO project_members (project_id, user_id, role_id) VALUES ($1, $2, $3)")
-        .bind(project_id)
-        .bind(user_id)
-        .bind(role_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
-}
 
 /// Creates a user through the API as the administrator; returns its id.
 async fn create_user(app: &TestApp, username: &str) -> i64 {
@@ -70,24 +51,6 @@ async fn send_bad_json(api: &ApiClient, method: Method, path: &str) -> reqwest::
         .body("{\"name\": ")
         .send()
         .await
-        .unwrap()
-}
-
-/// Asserts an empty 200 without a content type (harborapi parses any JSON-typed body).
-async fn assert_empty_ok(response: reqwest::Response, what: &str) {
-    let response = expect_status(response, 200, what).await;
-    assert!(
-        response.headers().get("content-type").is_none(),
-        "{what}: content type"
-    );
-    assert!(response.bytes().await.unwrap().is_empty(), "{what}: body");
-}
-
-fn total_count(response: &reqwest::Response) -> i64 {
-    response.headers()["x-total-count"]
-        .to_str()
-        .unwrap()
-        .parse()
         .unwrap()
 }
 
@@ -633,7 +596,7 @@ async fn robot_logs_in(app: &TestApp, name: &str, secret: &str) -> bool {
 #[tokio::test]
 async fn system_robots_show_their_secret_once_and_authenticate_with_it() {
     let app = TestApp::spawn_secure().await;
-    create_project(&app, "team-a", false).await;
+    app.insert_project("team-a", false).await;
     let admin = app.admin_api();
     let body = json!({
         "name": "ci", "level": "system", "duration": -1, "description": "everywhere",
@@ -709,9 +672,9 @@ async fn system_robots_show_their_secret_once_and_authenticate_with_it() {
 #[tokio::test]
 async fn project_robots_are_named_after_their_project_and_refresh_their_secret() {
     let app = TestApp::spawn_secure().await;
-    let project_id = create_project(&app, "team-a", false).await;
+    let project_id = app.insert_project("team-a", false).await;
     let alice_id = create_user(&app, "alice").await;
-    add_member(&app, project_id, alice_id, 1).await;
+    app.insert_member(project_id, alice_id, 1).await;
     let alice = app.api_as("alice", PASSWORD);
 
     let created = create_robot(&alice, project_robot("ci", "team-a", 7)).await;
@@ -798,7 +761,7 @@ async fn project_robots_are_named_after_their_project_and_refresh_their_secret()
 #[tokio::test]
 async fn disabling_expiring_and_deleting_robots_stop_their_logins() {
     let app = TestApp::spawn_secure().await;
-    let project_id = create_project(&app, "team-a", false).await;
+    let project_id = app.insert_project("team-a", false).await;
     let admin = app.admin_api();
     let created = create_robot(&admin, project_robot("ci", "team-a", 7)).await;
     let id = created["id"].as_i64().unwrap();
@@ -919,7 +882,7 @@ async fn disabling_expiring_and_deleting_robots_stop_their_logins() {
 #[tokio::test]
 async fn robot_creation_validates_like_harbor() {
     let app = TestApp::spawn_secure().await;
-    create_project(&app, "team-a", false).await;
+    app.insert_project("team-a", false).await;
     let admin = app.admin_api();
 
     let bad = [
@@ -1011,15 +974,15 @@ async fn robot_creation_validates_like_harbor() {
 #[tokio::test]
 async fn project_admins_manage_their_own_projects_robots_only() {
     let app = TestApp::spawn_secure().await;
-    let team_a = create_project(&app, "team-a", false).await;
-    let team_b = create_project(&app, "team-b", true).await;
-    create_project(&app, "team-c", false).await;
+    let team_a = app.insert_project("team-a", false).await;
+    let team_b = app.insert_project("team-b", true).await;
+    app.insert_project("team-c", false).await;
     let alice_id = create_user(&app, "alice").await;
     let dave_id = create_user(&app, "dave").await;
     let mary_id = create_user(&app, "mary").await;
-    add_member(&app, team_a, alice_id, 1).await; // project admin
-    add_member(&app, team_a, dave_id, 2).await; // developer
-    add_member(&app, team_a, mary_id, 4).await; // maintainer
+    app.insert_member(team_a, alice_id, 1).await; // project admin
+    app.insert_member(team_a, dave_id, 2).await; // developer
+    app.insert_member(team_a, mary_id, 4).await; // maintainer
     let alice = app.api_as("alice", PASSWORD);
     let admin = app.admin_api();
 
@@ -1117,8 +1080,8 @@ async fn project_admins_manage_their_own_projects_robots_only() {
 #[tokio::test]
 async fn robot_listing_filters_by_project_and_name_and_pages() {
     let app = TestApp::spawn_secure().await;
-    let team_a = create_project(&app, "team-a", false).await;
-    create_project(&app, "team-b", false).await;
+    let team_a = app.insert_project("team-a", false).await;
+    app.insert_project("team-b", false).await;
     let admin = app.admin_api();
     for name in ["build", "deploy", "scan"] {
         create_robot(&admin, project_robot(name, "team-a", -1)).await;

@@ -27,35 +27,6 @@ const MAINTAINER: i16 = 4;
 
 // --- Fixtures -----------------------------------------------------------------------
 
-async fn add_user(app: &TestApp, username: &str, password: &str) -> i64 {
-    let hash = berth_access::password::hash(password).unwrap();
-    sqlx::query_scalar("INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id")
-        .bind(username)
-        .bind(hash)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-async fn add_project(app: &TestApp, name: &str, public: bool) -> i64 {
-    sqlx::query_scalar("INSERT INTO projects (name, public) VALUES ($1, $2) RETURNING id")
-        .bind(name)
-        .bind(public)
-        .fetch_one(&app.db)
-        .await
-        .unwrap()
-}
-
-async fn add_member(app: &TestApp, project_id: i64, user_id: i64, role_id: i16) {
-    sqlx::query("INSERT INTO project_members (project_id, user_id, role_id) VALUES ($1, $2, $3)")
-        .bind(project_id)
-        .bind(user_id)
-        .bind(role_id)
-        .execute(&app.db)
-        .await
-        .unwrap();
-}
-
 /// A robot of project `project` (id `project_id`) called `robot$<project>+<name>`,
 /// with `actions` on repositories; returns its login name.
 struct RobotSpec<'a> {
@@ -111,12 +82,12 @@ async fn world() -> World {
 
 async fn world_with(adjust: impl FnOnce(&mut berth_gateway::config::Config)) -> World {
     let app = TestApp::spawn_secure_with(adjust).await;
-    let team_a = add_project(&app, "team-a", false).await;
-    add_project(&app, "public-a", true).await;
-    add_project(&app, "secret", false).await;
+    let team_a = app.insert_project("team-a", false).await;
+    app.insert_project("public-a", true).await;
+    app.insert_project("secret", false).await;
     for (user, role) in [(DEV, DEVELOPER), (GUEST_USER, GUEST), (KEEPER, MAINTAINER)] {
-        let id = add_user(&app, user.0, user.1).await;
-        add_member(&app, team_a, id, role).await;
+        let id = app.insert_user(user.0, user.1).await;
+        app.insert_member(team_a, id, role).await;
     }
     World { app, team_a }
 }
@@ -610,7 +581,7 @@ async fn guests_pull_but_cannot_push_and_only_maintainers_delete() {
     let response = w.basic(KEEPER).delete_manifest("team-a/app", "1.0").await;
     assert_eq!(response.status(), 202);
     // Users outside the project are denied, whatever they ask for.
-    add_user(app, "outsider", "Outsider-Passw0rd").await;
+    app.insert_user("outsider", "Outsider-Passw0rd").await;
     assert_denied(
         app.with_basic("outsider", "Outsider-Passw0rd")
             .get_manifest("team-a/app", &digest)
@@ -856,12 +827,12 @@ async fn robots_do_what_their_permissions_say_until_expired_or_disabled() {
 async fn a_token_for_one_project_cannot_touch_another() {
     let w = world().await;
     let app = &w.app;
-    let team_b = add_project(app, "team-b", false).await;
+    let team_b = app.insert_project("team-b", false).await;
     let dev_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE username = 'dev'")
         .fetch_one(&app.db)
         .await
         .unwrap();
-    add_member(app, team_b, dev_id, DEVELOPER).await;
+    app.insert_member(team_b, dev_id, DEVELOPER).await;
     let admin = w.basic(ADMIN);
     admin.push_image("team-b/app", "1.0", &[b"b layer"]).await;
 

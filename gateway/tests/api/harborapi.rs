@@ -67,19 +67,6 @@ async fn run_python(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (output.status.success(), text)
 }
 
-/// How many audit rows match exactly.
-async fn audit_count(app: &TestApp, operation: &str, resource_type: &str, resource: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM audit_logs WHERE operation = $1 AND resource_type = $2 AND resource = $3",
-    )
-    .bind(operation)
-    .bind(resource_type)
-    .bind(resource)
-    .fetch_one(&app.db)
-    .await
-    .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn harborapi_client_suite_passes() {
     // Fail on a missing venv before spending time on the gateway.
@@ -124,18 +111,19 @@ async fn harborapi_client_suite_passes() {
 
     // What the suite did through the client is in the audit log exactly once each.
     let project = format!("{PREFIX}-proj");
-    assert_eq!(audit_count(&app, "create", "project", &project).await, 1);
-    assert_eq!(audit_count(&app, "update", "project", &project).await, 1);
+    assert_eq!(app.audit_count("create", "project", &project).await, 1);
+    assert_eq!(app.audit_count("update", "project", &project).await, 1);
     assert_eq!(
-        audit_count(&app, "delete", "project", &format!("{PREFIX}-empty")).await,
+        app.audit_count("delete", "project", &format!("{PREFIX}-empty"))
+            .await,
         1
     );
     let robot = format!("robot${PROJECT}+{PREFIX}-ci");
-    assert_eq!(audit_count(&app, "create", "robot", &robot).await, 1);
-    assert_eq!(audit_count(&app, "delete", "robot", &robot).await, 1);
+    assert_eq!(app.audit_count("create", "robot", &robot).await, 1);
+    assert_eq!(app.audit_count("delete", "robot", &robot).await, 1);
     let tag = format!("{repo}:{PREFIX}-extra");
-    assert_eq!(audit_count(&app, "create", "tag", &tag).await, 1);
-    assert_eq!(audit_count(&app, "delete", "tag", &tag).await, 1);
+    assert_eq!(app.audit_count("create", "tag", &tag).await, 1);
+    assert_eq!(app.audit_count("delete", "tag", &tag).await, 1);
     // The non-empty project survived its refused delete.
     let response = app.admin_api().get(&format!("/projects/{PROJECT}")).await;
     expect_status(response, 200, "GET the project whose delete was refused").await;

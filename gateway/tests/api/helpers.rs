@@ -245,6 +245,58 @@ impl TestApp {
         }
     }
 
+    /// A local user with `password`, written straight to the database (for tests about
+    /// something else than the users API); returns its id.
+    pub async fn insert_user(&self, username: &str, password: &str) -> i64 {
+        let hash = berth_access::password::hash(password).unwrap();
+        sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(username)
+        .bind(hash)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
+    /// A project without owner, written straight to the database; returns its id.
+    pub async fn insert_project(&self, name: &str, public: bool) -> i64 {
+        sqlx::query_scalar("INSERT INTO projects (name, public) VALUES ($1, $2) RETURNING id")
+            .bind(name)
+            .bind(public)
+            .fetch_one(&self.db)
+            .await
+            .unwrap()
+    }
+
+    /// Gives `user_id` the Harbor role `role_id` in `project_id`, straight in the
+    /// database.
+    pub async fn insert_member(&self, project_id: i64, user_id: i64, role_id: i16) {
+        sqlx::query(
+            "INSERT INTO project_members (project_id, user_id, role_id) VALUES ($1, $2, $3)",
+        )
+        .bind(project_id)
+        .bind(user_id)
+        .bind(role_id)
+        .execute(&self.db)
+        .await
+        .unwrap();
+    }
+
+    /// How many audit records match all of these.
+    pub async fn audit_count(&self, operation: &str, resource_type: &str, resource: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM audit_logs
+             WHERE operation = $1 AND resource_type = $2 AND resource = $3",
+        )
+        .bind(operation)
+        .bind(resource_type)
+        .bind(resource)
+        .fetch_one(&self.db)
+        .await
+        .unwrap()
+    }
+
     /// How many rows `table` holds.
     pub async fn count_rows(&self, table: &str) -> i64 {
         sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
@@ -1034,6 +1086,31 @@ impl ApiClient {
         });
         expect_status(self.post("/projects", body).await, 201, "create project").await;
     }
+}
+
+/// Asserts an empty answer with `status`: no body and no content type (harborapi parses
+/// any JSON-typed body).
+pub async fn assert_empty(response: Response, status: u16, what: &str) {
+    let response = expect_status(response, status, what).await;
+    assert!(
+        response.headers().get("content-type").is_none(),
+        "{what}: content type on an empty answer"
+    );
+    assert!(response.bytes().await.unwrap().is_empty(), "{what}: a body");
+}
+
+/// [`assert_empty`] with 200.
+pub async fn assert_empty_ok(response: Response, what: &str) {
+    assert_empty(response, 200, what).await
+}
+
+/// A list answer's `X-Total-Count`.
+pub fn total_count(response: &Response) -> i64 {
+    response.headers()["x-total-count"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 /// Asserts a Harbor error body with `code` and the status; returns the message.
