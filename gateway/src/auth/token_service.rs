@@ -31,6 +31,10 @@ use crate::state::AppState;
 /// Largest form body `POST /service/token` reads.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
+/// Most scopes one token request may name. Clients ask for one to three; each costs a
+/// rights lookup, and a token carrying hundreds would exceed what `/v2/` accepts.
+const MAX_SCOPES: usize = 32;
+
 pub fn router() -> Router<AppState> {
     Router::new().route("/service/token", get(get_token).post(post_token))
 }
@@ -168,6 +172,12 @@ async fn issue(
     scopes: &[Scope],
     oauth: bool,
 ) -> ApiResult<TokenResponse> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(ApiError::bad_request(format!(
+            "{} scopes requested; at most {MAX_SCOPES} per token",
+            scopes.len()
+        )));
+    }
     let mut access = Vec::with_capacity(scopes.len());
     if !scopes.is_empty() {
         let mut conn = state.db.acquire().await?;

@@ -1015,3 +1015,37 @@ async fn openapi_document_lists_the_content_endpoints() {
         );
     }
 }
+
+#[tokio::test]
+async fn audit_records_past_their_retention_are_purged() {
+    let app = TestApp::spawn_secure_with(|config| {
+        config.audit.retention_days = 30;
+        config.audit.purge_interval_secs = 1;
+    })
+    .await;
+    for (resource, age_days) in [("old/app:1", 31), ("recent/app:1", 29)] {
+        sqlx::query(
+            "INSERT INTO audit_logs (username, operation, resource_type, resource, op_time)
+             VALUES ('admin', 'pull', 'artifact', $1, now() - make_interval(days => $2))",
+        )
+        .bind(resource)
+        .bind(age_days)
+        .execute(&app.db)
+        .await
+        .unwrap();
+    }
+    // The purger runs every second; give a loaded machine a generous bound.
+    let mut purged = false;
+    for _ in 0..600 {
+        if app.audit_count("pull", "artifact", "old/app:1").await == 0 {
+            purged = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        purged,
+        "a record older than the retention was not purged within 60 s"
+    );
+    assert_eq!(app.audit_count("pull", "artifact", "recent/app:1").await, 1);
+}

@@ -646,6 +646,13 @@ async fn the_token_endpoint_grants_the_intersection_of_request_and_rights() {
     let response = request_token(app, None, &[]).await;
     let message = crate::helpers::assert_api_error(response, 401, "UNAUTHORIZED").await;
     assert!(message.contains("authentication required"), "{message}");
+    let many: Vec<String> = (0..33)
+        .map(|i| format!("repository:team-a/app{i}:pull"))
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let response = request_token(app, Some(DEV), &many).await;
+    let message = crate::helpers::assert_api_error(response, 400, "BAD_REQUEST").await;
+    assert!(message.contains("at most 32"), "{message}");
     let response =
         request_token(app, Some(("dev", "wrong")), &["repository:team-a/app:pull"]).await;
     let message = crate::helpers::assert_api_error(response, 401, "UNAUTHORIZED").await;
