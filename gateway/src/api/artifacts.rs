@@ -533,6 +533,7 @@ async fn get_artifact(
         (status = 403, description = "No delete right in the project", body = ErrorsBody),
         (status = 404, description = "No such project, repository or artifact", body = ErrorsBody),
         (status = 412, description = "An index still lists the artifact", body = ErrorsBody),
+        (status = 405, description = "Deleting is switched off (delete.manifests / delete.tags)", body = ErrorsBody),
     )
 )]
 async fn delete_artifact(
@@ -540,6 +541,7 @@ async fn delete_artifact(
     caller: Caller,
     Path((project_name, repository, reference)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
+    require_enabled(state.config.delete.manifests, "deleting artifacts")?;
     let mut tx = state.db.begin().await?;
     let (access, name, repository) =
         find_in_project(&mut tx, &caller, &project_name, &repository).await?;
@@ -707,6 +709,7 @@ async fn create_tag(
         (status = 401, description = "Private project, no credentials", body = ErrorsBody),
         (status = 403, description = "No delete right in the project", body = ErrorsBody),
         (status = 404, description = "No such project, repository, artifact, or tag on it", body = ErrorsBody),
+        (status = 405, description = "Deleting is switched off (delete.manifests / delete.tags)", body = ErrorsBody),
     )
 )]
 async fn delete_tag(
@@ -714,6 +717,7 @@ async fn delete_tag(
     caller: Caller,
     Path((project_name, repository, reference, tag_name)): Path<(String, String, String, String)>,
 ) -> ApiResult<Response> {
+    require_enabled(state.config.delete.tags, "deleting tags")?;
     let mut tx = state.db.begin().await?;
     let (access, name, repository) =
         find_in_project(&mut tx, &caller, &project_name, &repository).await?;
@@ -739,6 +743,18 @@ async fn delete_tag(
     tx.commit().await?;
     tracing::info!(repository = %name, %tag, "tag deleted");
     Ok(ok_empty())
+}
+
+/// The `delete.*` switches hold for the management API as for `/v2/`: a registry that
+/// refuses deletes refuses them on every surface.
+pub fn require_enabled(enabled: bool, what: &str) -> ApiResult<()> {
+    if enabled {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(format!(
+            "{what} is disabled on this registry"
+        )))
+    }
 }
 
 #[cfg(test)]

@@ -33,6 +33,9 @@ pub enum ApiError {
     /// reports it in Harbor.
     #[error("unprocessable: {0}")]
     Unprocessable(String),
+    /// The operation is switched off in this registry's configuration.
+    #[error("method not allowed: {0}")]
+    MethodNotAllowed(String),
     #[error("too many requests: retry in {retry_after_secs} s")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("database: {0}")]
@@ -67,6 +70,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Precondition(_) => StatusCode::PRECONDITION_FAILED,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Database(sqlx::Error::PoolTimedOut) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,6 +87,7 @@ impl ApiError {
             ApiError::Conflict(_) => "CONFLICT",
             ApiError::Precondition(_) => "PRECONDITION",
             ApiError::Unprocessable(_) => "UNPROCESSABLE_ENTITY",
+            ApiError::MethodNotAllowed(_) => "METHOD_NOT_ALLOWED",
             ApiError::TooManyRequests { .. } => "TOO_MANY_REQUESTS",
             ApiError::Database(sqlx::Error::PoolTimedOut) => "SERVICE_UNAVAILABLE",
             ApiError::Database(_) | ApiError::Internal(_) => "UNKNOWN",
@@ -154,7 +159,8 @@ impl IntoResponse for ApiError {
             | ApiError::NotFound(m)
             | ApiError::Conflict(m)
             | ApiError::Precondition(m)
-            | ApiError::Unprocessable(m) => m.clone(),
+            | ApiError::Unprocessable(m)
+            | ApiError::MethodNotAllowed(m) => m.clone(),
             ApiError::TooManyRequests { retry_after_secs } => {
                 format!("too many failed logins; retry in {retry_after_secs} s")
             }

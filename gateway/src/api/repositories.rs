@@ -324,6 +324,7 @@ async fn get_repository(
         (status = 401, description = "Private project, no credentials", body = ErrorsBody),
         (status = 403, description = "No delete right in the project", body = ErrorsBody),
         (status = 404, description = "No such project or repository", body = ErrorsBody),
+        (status = 405, description = "Deleting is switched off (delete.manifests)", body = ErrorsBody),
     )
 )]
 async fn delete_repository(
@@ -331,6 +332,7 @@ async fn delete_repository(
     caller: Caller,
     Path((project_name, repository)): Path<(String, String)>,
 ) -> ApiResult<Response> {
+    super::artifacts::require_enabled(state.config.delete.manifests, "deleting repositories")?;
     let mut tx = state.db.begin().await?;
     let (access, name, row) = find_in_project(&mut tx, &caller, &project_name, &repository).await?;
     access.require(&caller, access.can_delete())?;

@@ -1049,3 +1049,32 @@ async fn audit_records_past_their_retention_are_purged() {
     );
     assert_eq!(app.audit_count("pull", "artifact", "recent/app:1").await, 1);
 }
+
+#[tokio::test]
+async fn the_delete_switches_hold_for_the_management_api_too() {
+    let app = TestApp::spawn_secure_with(|config| {
+        config.delete.manifests = false;
+        config.delete.tags = false;
+    })
+    .await;
+    app.insert_project("team", false).await;
+    let content = push_content(&app).await;
+    let api = app.admin_api();
+    let base = format!("{}/artifacts", repo_path(REPO));
+    for path in [
+        format!("{base}/{}", content.b),
+        format!("{base}/{}/tags/latest", content.b),
+        repo_path(REPO),
+    ] {
+        let message = assert_api_error(api.delete(&path).await, 405, "METHOD_NOT_ALLOWED").await;
+        assert!(message.contains("disabled"), "{message}");
+    }
+    // Nothing went.
+    let (tags, _) = json_of(api.get(&format!("{base}/{}/tags", content.b)).await, "tags").await;
+    assert_eq!(names(&tags, "name"), vec!["latest".to_owned()]);
+    assert_eq!(
+        app.audit_count("delete", "artifact", &format!("{REPO}@{}", content.b))
+            .await,
+        0
+    );
+}
