@@ -39,14 +39,13 @@ pub enum EnvelopeError {
 impl Envelope {
     /// A new envelope for `event`, with a fresh id and the current time.
     pub fn new(event: &Event, source: &str) -> Envelope {
-        let artifact = event.artifact();
         Envelope {
             specversion: SPEC_VERSION.to_owned(),
             id: Uuid::new_v4(),
             source: source.to_owned(),
             type_name: event.type_name().to_owned(),
             time: Utc::now(),
-            subject: format!("{}@{}", artifact.repository, artifact.digest),
+            subject: event.about(),
             datacontenttype: "application/json".to_owned(),
             data: event.data(),
         }

@@ -44,6 +44,31 @@ pub enum Event {
         tag: String,
         actor: String,
     },
+    /// A task of a job is ready to run. Published on the jobs stream, consumed by the
+    /// worker kind `job.kind`; what to do is in the task row, not the message.
+    JobRequested { job: JobRef },
+    /// An execution (or one of its tasks) was cancelled. Workers also hear about it on
+    /// the core NATS control subject; this event is the durable record.
+    JobCancelled {
+        execution_id: i64,
+        kind: String,
+        /// `None`: every task of the execution.
+        task_id: Option<i64>,
+        actor: String,
+    },
+}
+
+/// One task of a job: the message on the jobs stream carries only this, the task row
+/// in PostgreSQL holds the payload, status and log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRef {
+    pub execution_id: i64,
+    pub task_id: i64,
+    /// The worker kind that runs it (`echo`, `replicate`, `scan`, `gc`).
+    pub kind: String,
+    /// Where the work goes (a registry endpoint id for replication); `default` when
+    /// the kind has one queue. Part of the subject, so a consumer can be per destination.
+    pub destination: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -81,10 +106,21 @@ struct TagDeletedV1 {
     actor: String,
 }
 
+#[derive(Serialize, Deserialize)]
+struct JobCancelledV1 {
+    execution_id: i64,
+    kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    task_id: Option<i64>,
+    actor: String,
+}
+
 pub const ARTIFACT_PUSHED: &str = "io.berth.artifact.pushed.v1";
 pub const ARTIFACT_DELETED: &str = "io.berth.artifact.deleted.v1";
 pub const TAG_MOVED: &str = "io.berth.tag.moved.v1";
 pub const TAG_DELETED: &str = "io.berth.tag.deleted.v1";
+pub const JOB_REQUESTED: &str = "io.berth.job.requested.v1";
+pub const JOB_CANCELLED: &str = "io.berth.job.cancelled.v1";
 
 /// Why an event could not be read back.
 #[derive(Debug, thiserror::Error)]
@@ -106,16 +142,52 @@ impl Event {
             Event::ArtifactDeleted { .. } => ARTIFACT_DELETED,
             Event::TagMoved { .. } => TAG_MOVED,
             Event::TagDeleted { .. } => TAG_DELETED,
+            Event::JobRequested { .. } => JOB_REQUESTED,
+            Event::JobCancelled { .. } => JOB_CANCELLED,
         }
     }
 
-    /// The artifact the event is about.
-    pub fn artifact(&self) -> &ArtifactRef {
+    /// The artifact the event is about, for artifact and tag events.
+    pub fn artifact(&self) -> Option<&ArtifactRef> {
         match self {
             Event::ArtifactPushed { artifact, .. }
             | Event::ArtifactDeleted { artifact, .. }
             | Event::TagMoved { artifact, .. }
-            | Event::TagDeleted { artifact, .. } => artifact,
+            | Event::TagDeleted { artifact, .. } => Some(artifact),
+            Event::JobRequested { .. } | Event::JobCancelled { .. } => None,
+        }
+    }
+
+    /// Events with the same key are published in the order they were written: the
+    /// repository for artifact events (a push and the delete after it must not swap),
+    /// the execution for job events.
+    pub fn ordering_key(&self) -> String {
+        match self {
+            Event::JobRequested { job } => format!("execution:{}", job.execution_id),
+            Event::JobCancelled { execution_id, .. } => format!("execution:{execution_id}"),
+            other => other
+                .artifact()
+                .map(|a| a.repository.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The CloudEvents `subject`: what the event is about, for humans and filters.
+    pub fn about(&self) -> String {
+        match self {
+            Event::JobRequested { job } => {
+                format!("execution/{}/task/{}", job.execution_id, job.task_id)
+            }
+            Event::JobCancelled {
+                execution_id,
+                task_id: Some(task_id),
+                ..
+            } => format!("execution/{execution_id}/task/{task_id}"),
+            Event::JobCancelled { execution_id, .. } => format!("execution/{execution_id}"),
+            other => other
+                .artifact()
+                .map(|a| format!("{}@{}", a.repository, a.digest))
+                .unwrap_or_default(),
         }
     }
 
@@ -154,6 +226,18 @@ impl Event {
             } => serde_json::to_value(TagDeletedV1 {
                 artifact,
                 tag,
+                actor,
+            }),
+            Event::JobRequested { job } => serde_json::to_value(job),
+            Event::JobCancelled {
+                execution_id,
+                kind,
+                task_id,
+                actor,
+            } => serde_json::to_value(JobCancelledV1 {
+                execution_id,
+                kind,
+                task_id,
                 actor,
             }),
         };
@@ -201,6 +285,18 @@ impl Event {
                     actor: d.actor,
                 }
             }
+            JOB_REQUESTED => Event::JobRequested {
+                job: serde_json::from_value(data).map_err(bad)?,
+            },
+            JOB_CANCELLED => {
+                let d: JobCancelledV1 = serde_json::from_value(data).map_err(bad)?;
+                Event::JobCancelled {
+                    execution_id: d.execution_id,
+                    kind: d.kind,
+                    task_id: d.task_id,
+                    actor: d.actor,
+                }
+            }
             other => return Err(KindError::UnknownType(other.to_owned())),
         })
     }
@@ -241,6 +337,20 @@ mod tests {
                 artifact: artifact(),
                 tag: "latest".into(),
                 actor: "alice".into(),
+            },
+            Event::JobRequested {
+                job: JobRef {
+                    execution_id: 7,
+                    task_id: 42,
+                    kind: "echo".into(),
+                    destination: "default".into(),
+                },
+            },
+            Event::JobCancelled {
+                execution_id: 7,
+                kind: "echo".into(),
+                task_id: None,
+                actor: "admin".into(),
             },
         ];
         for event in events {

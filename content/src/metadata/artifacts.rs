@@ -171,20 +171,27 @@ pub async fn find_repository(
 }
 
 /// Deletes a repository with its manifests, tags, blob links and upload sessions; the
-/// blobs themselves stay for garbage collection. Returns whether it existed. Run it in
+/// blobs themselves stay for garbage collection. Returns the digests of the deleted
+/// manifests, or `None` when the repository did not exist. Run it in
 /// a transaction.
 pub async fn delete_repository(
     conn: &mut PgConnection,
     id: RepositoryId,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Vec<String>>, sqlx::Error> {
     // The row lock makes pushes into the repository (whose foreign-key checks take KEY
     // SHARE on it) wait for us, so no index can gain a child between the two deletes.
     let found = sqlx::query_scalar!("SELECT id FROM repositories WHERE id = $1 FOR UPDATE", id)
         .fetch_optional(&mut *conn)
         .await?;
     if found.is_none() {
-        return Ok(false);
+        return Ok(None);
     }
+    let digests = sqlx::query_scalar!(
+        "SELECT digest FROM manifests WHERE repository_id = $1 ORDER BY id",
+        id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
     // Index → child links refuse (RESTRICT) the deletion of a child that is still
     // listed; within one repository every link goes, so drop them before the cascade.
     sqlx::query!(
@@ -197,7 +204,7 @@ pub async fn delete_repository(
     sqlx::query!("DELETE FROM repositories WHERE id = $1", id)
         .execute(&mut *conn)
         .await?;
-    Ok(true)
+    Ok(Some(digests))
 }
 
 /// A manifest in a repository, with what the artifact JSON is built from.

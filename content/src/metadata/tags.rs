@@ -9,15 +9,27 @@ use crate::metadata::manifests::ManifestId;
 use crate::metadata::repositories::RepositoryId;
 use crate::name::{RepositoryName, Tag};
 
-/// Points `tag` at `manifest`, creating or moving it.
+/// Points `tag` at `manifest`, creating or moving it. Returns the digest the tag
+/// pointed at before (`None`: the tag is new).
 pub async fn set(
     conn: &mut PgConnection,
     repository_id: RepositoryId,
     tag: &Tag,
     manifest: ManifestId,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<String>, sqlx::Error> {
     // Concurrent pushes to one tag serialise on the row: each waits for the previous to
-    // commit and then overwrites it, so the last to commit wins and none fails.
+    // commit and then overwrites it, so the last to commit wins and none fails. The
+    // previous digest is read under the same row lock, so it is the one replaced (two
+    // concurrent pushes creating the same new tag both see `None`).
+    let previous = sqlx::query_scalar!(
+        r#"SELECT m.digest FROM tags t JOIN manifests m ON m.id = t.manifest_id
+           WHERE t.repository_id = $1 AND t.name = $2
+           FOR UPDATE OF t"#,
+        repository_id,
+        tag.as_str()
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
     sqlx::query!(
         r#"INSERT INTO tags (repository_id, name, manifest_id) VALUES ($1, $2, $3)
            ON CONFLICT (repository_id, name)
@@ -28,24 +40,26 @@ pub async fn set(
     )
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(previous)
 }
 
-/// Deletes a tag, leaving its manifest. Returns whether the tag existed.
+/// Deletes a tag, leaving its manifest. Returns the digest it pointed at, or `None`
+/// when there was no such tag.
 pub async fn delete(
     conn: &mut PgConnection,
     repository: &RepositoryName,
     tag: &Tag,
-) -> Result<bool, sqlx::Error> {
-    let result = sqlx::query!(
-        r#"DELETE FROM tags t USING repositories r
-           WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2"#,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"DELETE FROM tags t USING repositories r, manifests m
+           WHERE t.repository_id = r.id AND r.name = $1 AND t.name = $2
+             AND m.id = t.manifest_id
+           RETURNING m.digest"#,
         repository.as_str(),
         tag.as_str()
     )
-    .execute(conn)
-    .await?;
-    Ok(result.rows_affected() > 0)
+    .fetch_optional(conn)
+    .await
 }
 
 /// Creates `tag` on `manifest` unless the repository already has a tag of that name

@@ -20,6 +20,7 @@ use berth_content::metadata::artifacts::{
 use berth_content::metadata::manifests::{self as stored, DeleteOutcome};
 use berth_content::metadata::tags;
 use berth_content::{Digest, Reference, RepositoryName, Tag};
+use berth_events::{ArtifactRef, Event};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -35,6 +36,7 @@ use super::json::{created, ok_empty, ApiJson, JsonBody};
 use super::pagination::paged;
 use super::query::{ListParams, Query, QueryValue, Sort};
 use super::repositories::find_in_project;
+use crate::events;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -570,6 +572,11 @@ async fn delete_artifact(
         Some(access.project.id),
     );
     berth_access::audit::record(&mut tx, &entry).await?;
+    let deleted = Event::ArtifactDeleted {
+        artifact: artifact_ref(&name, digest.to_string()),
+        actor: caller.principal.name().to_owned(),
+    };
+    events::emit(&mut tx, &deleted).await?;
     tx.commit().await?;
     tracing::info!(repository = %name, %digest, "artifact deleted");
     Ok(ok_empty())
@@ -684,6 +691,13 @@ async fn create_tag(
         Some(access.project.id),
     );
     berth_access::audit::record(&mut tx, &entry).await?;
+    let moved = Event::TagMoved {
+        artifact: artifact_ref(&name, row.digest.clone()),
+        tag: tag.to_string(),
+        previous: None,
+        actor: caller.principal.name().to_owned(),
+    };
+    events::emit(&mut tx, &moved).await?;
     tx.commit().await?;
     tracing::info!(repository = %name, %tag, digest = %row.digest, "tag created");
     Ok(created(&format!(
@@ -740,9 +754,24 @@ async fn delete_tag(
         Some(access.project.id),
     );
     berth_access::audit::record(&mut tx, &entry).await?;
+    let deleted = Event::TagDeleted {
+        artifact: artifact_ref(&name, row.digest.clone()),
+        tag: tag.to_string(),
+        actor: caller.principal.name().to_owned(),
+    };
+    events::emit(&mut tx, &deleted).await?;
     tx.commit().await?;
     tracing::info!(repository = %name, %tag, "tag deleted");
     Ok(ok_empty())
+}
+
+/// The event payload's name for an artifact of repository `name`.
+fn artifact_ref(name: &RepositoryName, digest: String) -> ArtifactRef {
+    ArtifactRef {
+        project: name.project().to_owned(),
+        repository: name.to_string(),
+        digest,
+    }
 }
 
 /// The `delete.*` switches hold for the management API as for `/v2/`: a registry that

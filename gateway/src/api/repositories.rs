@@ -14,6 +14,7 @@ use berth_access::Principal;
 use berth_content::metadata::artifacts::{self, RepositoryFilter, RepositoryRow, Visibility};
 use berth_content::metadata::projects;
 use berth_content::RepositoryName;
+use berth_events::{ArtifactRef, Event};
 use serde::Serialize;
 use sqlx::PgConnection;
 use utoipa::ToSchema;
@@ -27,6 +28,7 @@ use super::json::{ok_empty, JsonBody};
 use super::pagination::paged;
 use super::project_access::ProjectAccess;
 use super::query::{ListParams, Sort};
+use crate::events;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -336,9 +338,9 @@ async fn delete_repository(
     let mut tx = state.db.begin().await?;
     let (access, name, row) = find_in_project(&mut tx, &caller, &project_name, &repository).await?;
     access.require(&caller, access.can_delete())?;
-    if !artifacts::delete_repository(&mut tx, row.id).await? {
+    let Some(digests) = artifacts::delete_repository(&mut tx, row.id).await? else {
         return Err(ApiError::not_found(format!("repository {name} not found")));
-    }
+    };
     let entry = caller.audit(
         "delete",
         "repository",
@@ -346,6 +348,19 @@ async fn delete_repository(
         Some(access.project.id),
     );
     berth_access::audit::record(&mut tx, &entry).await?;
+    // Consumers (replication of deletions, scan reports) learn of every artifact that
+    // went, as if each had been deleted alone.
+    for digest in digests {
+        let deleted = Event::ArtifactDeleted {
+            artifact: ArtifactRef {
+                project: name.project().to_owned(),
+                repository: name.to_string(),
+                digest,
+            },
+            actor: caller.principal.name().to_owned(),
+        };
+        events::emit(&mut tx, &deleted).await?;
+    }
     tx.commit().await?;
     tracing::info!(repository = %name, "repository deleted");
     Ok(ok_empty())

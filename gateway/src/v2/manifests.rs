@@ -24,7 +24,10 @@ use bytes::Bytes;
 use serde_json::json;
 use tracing::instrument;
 
+use berth_events::{ArtifactRef, Event};
+
 use crate::error::{ErrorCode, RegistryError, RegistryResult};
+use crate::events;
 use crate::state::AppState;
 
 /// `GET` and `HEAD`: the exact stored bytes with their media type and digest.
@@ -72,6 +75,7 @@ pub async fn put(
     state: AppState,
     name: RepositoryName,
     reference: Reference,
+    actor: &str,
     req: Request,
 ) -> RegistryResult<Response> {
     let content_type = req
@@ -144,8 +148,36 @@ pub async fn put(
             .with_detail(json!({"digest": missing})));
         }
     };
-    if let Reference::Tag(tag) = &reference {
-        tags::set(&mut tx, repository_id, tag, manifest_id).await?;
+    let artifact = ArtifactRef {
+        project: name.project().to_owned(),
+        repository: name.to_string(),
+        digest: digest.to_string(),
+    };
+    let tag = match &reference {
+        Reference::Tag(tag) => Some(tag),
+        Reference::Digest(_) => None,
+    };
+    events::emit(
+        &mut tx,
+        &Event::ArtifactPushed {
+            artifact: artifact.clone(),
+            media_type: parsed.media_type.clone(),
+            tag: tag.map(|t| t.to_string()),
+            actor: actor.to_owned(),
+        },
+    )
+    .await?;
+    if let Some(tag) = tag {
+        let previous = tags::set(&mut tx, repository_id, tag, manifest_id).await?;
+        if previous.as_deref() != Some(artifact.digest.as_str()) {
+            let moved = Event::TagMoved {
+                artifact,
+                tag: tag.to_string(),
+                previous,
+                actor: actor.to_owned(),
+            };
+            events::emit(&mut tx, &moved).await?;
+        }
     }
     tx.commit().await?;
     tracing::info!(media_type = %parsed.media_type, "manifest pushed");
@@ -175,6 +207,7 @@ pub async fn delete(
     state: AppState,
     name: RepositoryName,
     reference: Reference,
+    actor: &str,
 ) -> RegistryResult<Response> {
     match &reference {
         Reference::Tag(tag) => {
@@ -184,10 +217,21 @@ pub async fn delete(
                     "deleting tags is disabled on this registry",
                 ));
             }
-            let mut conn = state.db.acquire().await?;
-            if !tags::delete(&mut conn, &name, tag).await? {
+            let mut tx = state.db.begin().await?;
+            let Some(digest) = tags::delete(&mut tx, &name, tag).await? else {
                 return Err(manifest_unknown(&name, &reference));
-            }
+            };
+            let deleted = Event::TagDeleted {
+                artifact: ArtifactRef {
+                    project: name.project().to_owned(),
+                    repository: name.to_string(),
+                    digest,
+                },
+                tag: tag.to_string(),
+                actor: actor.to_owned(),
+            };
+            events::emit(&mut tx, &deleted).await?;
+            tx.commit().await?;
         }
         Reference::Digest(digest) => {
             if !state.config.delete.manifests {
@@ -198,7 +242,18 @@ pub async fn delete(
             }
             let mut tx = state.db.begin().await?;
             match stored::delete(&mut tx, &name, digest).await? {
-                DeleteOutcome::Deleted => tx.commit().await?,
+                DeleteOutcome::Deleted => {
+                    let deleted = Event::ArtifactDeleted {
+                        artifact: ArtifactRef {
+                            project: name.project().to_owned(),
+                            repository: name.to_string(),
+                            digest: digest.to_string(),
+                        },
+                        actor: actor.to_owned(),
+                    };
+                    events::emit(&mut tx, &deleted).await?;
+                    tx.commit().await?
+                }
                 DeleteOutcome::NotFound => return Err(manifest_unknown(&name, &reference)),
                 DeleteOutcome::ReferencedBy(parents) => {
                     return Err(RegistryError::new(

@@ -100,7 +100,7 @@ async fn route(state: AppState, rest: &str, mut req: Request) -> RegistryResult<
     if let (RegistryPath::NewUpload(_), &Method::POST) = (&path, &method) {
         drop_unauthorized_mount(&state, &auth, &mut req).await?;
     }
-    let response = dispatch_path(state.clone(), path, method, rest, req).await?;
+    let response = dispatch_path(state.clone(), path, method, rest, auth.name(), req).await?;
     if let Some(audited) = audited {
         if response.status() == audited.success {
             let entry = auth.audit(
@@ -223,6 +223,8 @@ async fn dispatch_path(
     path: RegistryPath,
     method: Method,
     rest: &str,
+    // Who asked, for the events a write emits.
+    actor: &str,
     req: Request,
 ) -> RegistryResult<Response> {
     match (path, method) {
@@ -230,10 +232,10 @@ async fn dispatch_path(
             manifests::get(state, name, reference, req).await
         }
         (RegistryPath::Manifest(name, reference), Method::PUT) => {
-            manifests::put(state, name, reference, req).await
+            manifests::put(state, name, reference, actor, req).await
         }
         (RegistryPath::Manifest(name, reference), Method::DELETE) => {
-            manifests::delete(state, name, reference).await
+            manifests::delete(state, name, reference, actor).await
         }
         (RegistryPath::Blob(name, digest), Method::GET | Method::HEAD) => {
             blobs::get(state, name, digest, req).await

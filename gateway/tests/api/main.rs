@@ -15,6 +15,7 @@ mod helpers;
 mod interop;
 mod manifests;
 mod oci_layout;
+mod outbox;
 mod referrers;
 mod shutdown;
 mod skopeo;
