@@ -36,8 +36,11 @@ fresh_database "$check_url"
 DATABASE_URL="$check_url" cargo sqlx prepare --workspace --check -- --all-targets ||
     die ".sqlx/ is stale: run 'make sqlx-prepare' and commit .sqlx/"
 
+step "cargo build -p berth-gateway -p berth-workers (the pipeline tests run both binaries)"
+SQLX_OFFLINE=true cargo build -p berth-gateway -p berth-workers
+
 step "cargo test --workspace (SQLX_OFFLINE=true)"
-note "tests create their own databases on $DATABASE_URL"
+note "tests create their own databases on $DATABASE_URL; the pipeline tests start their own nats-server"
 # The harborapi client suite and the OpenAPI validation run in the venv deps.sh made.
 export TEST_PYTHON="$VAR/venv/bin/python"
 SQLX_OFFLINE=true cargo test --workspace

@@ -4,9 +4,11 @@
 # PostgreSQL (./var/postgres on 127.0.0.1:$DEV_PG_PORT, default 54329) unless
 # DATABASE_URL is set; NATS (./var/nats, 127.0.0.1:54222) unless NATS_URL is set; then
 # the release gateway on $BERTH_LISTEN (default 127.0.0.1:5000) with its blobs in
-# ./var/data, log in ./var/gateway.log, pid in ./var/gateway.pid. Running it again
-# rebuilds and restarts the gateway. Other BERTH_* variables reach the gateway as its
-# configuration. `make down` stops it all.
+# ./var/data, log in ./var/gateway.log, pid in ./var/gateway.pid; then one worker
+# process per worker kind (`berth-workers <kind>`, log ./var/workers-<kind>.log, pid
+# ./var/workers-<kind>.pid), each also a candidate for the outbox relay and the
+# scheduler. Running it again rebuilds and restarts gateway and workers. Other BERTH_*
+# variables reach every process as its configuration. `make down` stops it all.
 #
 # Authentication is on. The bootstrap administrator `admin` gets the password in
 # BERTH_AUTH__ADMIN_PASSWORD, or else one the gateway generates on first start into
@@ -30,10 +32,13 @@ step "NATS"
 [ -z "${NATS_URL:-}" ] || note "using NATS_URL (an existing server; nothing started)"
 nats_url="$("$ROOT/scripts/nats.sh" start)"
 
-step "cargo build --release -p berth-gateway"
+step "cargo build --release -p berth-gateway -p berth-workers"
 # The committed .sqlx/ data, not whatever DATABASE_URL points at, checks the queries.
-SQLX_OFFLINE=true cargo build --release -p berth-gateway
+SQLX_OFFLINE=true cargo build --release -p berth-gateway -p berth-workers
 bin="$(target_dir)/release/berth-gateway"
+workers_bin="$(target_dir)/release/berth-workers"
+# Every worker kind `berth-workers` ships; one process each.
+WORKER_KINDS=(echo)
 
 step "gateway"
 listen="${BERTH_LISTEN:-127.0.0.1:5000}"
@@ -55,7 +60,7 @@ show_log() { tail -n +"$first_line" "$log" | head -n 40 >&2; }
 # setsid: the gateway outlives the make that started it. Without job control the
 # child is no group leader, so setsid execs in place and $! is the gateway's pid.
 BERTH_LISTEN="$listen" BERTH_DATABASE_URL="$db_url" BERTH_DATA_DIR="$VAR/data" \
-    setsid "$bin" </dev/null >>"$log" 2>&1 &
+    BERTH_NATS_URL="$nats_url" setsid "$bin" </dev/null >>"$log" 2>&1 &
 echo $! >"$pidfile"
 
 # /v2/ answers 200 now, and 401 once authentication is on: either means ready.
@@ -77,6 +82,28 @@ if [ -z "$ready" ]; then
     show_log
     die "the gateway did not answer $base/v2/ within 60s (log above: $log)"
 fi
+
+# Workers start after the gateway: it runs the migrations they need.
+step "workers"
+worker_logs=""
+for kind in "${WORKER_KINDS[@]}"; do
+    wpid="$VAR/workers-$kind.pid"
+    wlog="$VAR/workers-$kind.log"
+    pid_alive "$wpid" berth-workers && stop_pidfile "$wpid" berth-workers 35
+    note "starting $workers_bin $kind (log: $wlog)"
+    printf '\n--- %s make up\n' "$(date -Is)" >>"$wlog"
+    BERTH_DATABASE_URL="$db_url" BERTH_NATS_URL="$nats_url" \
+        setsid "$workers_bin" "$kind" </dev/null >>"$wlog" 2>&1 &
+    echo $! >"$wpid"
+    worker_logs="$worker_logs  ./var/workers-$kind.log"
+done
+sleep 1
+for kind in "${WORKER_KINDS[@]}"; do
+    if ! pid_alive "$VAR/workers-$kind.pid"; then
+        tail -n 40 "$VAR/workers-$kind.log" >&2
+        die "berth-workers $kind exited during start-up (log above: ./var/workers-$kind.log)"
+    fi
+done
 
 admin_user="${BERTH_AUTH__ADMIN_USERNAME:-admin}"
 password_file="$VAR/data/admin-password"
@@ -106,7 +133,8 @@ Berth is up.
   registry    $base   (plain HTTP: tell clients it is insecure)
   PostgreSQL  $db_url
   NATS        $nats_url
-  logs        ./var/gateway.log  ./var/postgres.log  ./var/nats.log
+  workers     ${WORKER_KINDS[*]}   (jobs: curl -u $admin_user:'$admin_password' $base/api/v2.0/jobservice/queues)
+  logs        ./var/gateway.log  ./var/postgres.log  ./var/nats.log$worker_logs
   admin       $admin_user / $admin_password   $password_note
 
 Log in, push a small demo image (an OCI layout just written to ./var/demo-image) into the

@@ -169,3 +169,38 @@ impl ConsumerConfig {
         Duration::from_secs(self.ack_wait_secs.max(1))
     }
 }
+
+/// The top-level keys of a configuration, from its defaults (`listen`, `pipeline`, …).
+///
+/// Gateway and workers read the same `BERTH_…` environment (one `.env`, one systemd
+/// drop-in, one Helm ConfigMap), but each refuses keys it does not know. Each takes
+/// from the environment only the variables whose first key is one of its own, so
+/// `BERTH_LISTEN` does not stop a worker; a misspelt nested key still fails at start.
+pub fn top_level_keys<T: Serialize>(defaults: &T) -> Vec<String> {
+    match serde_json::to_value(defaults) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether environment key `key` (prefix stripped, `__` between levels, any case)
+/// starts with one of `keys`.
+pub fn env_key_is_ours(keys: &[String], key: &str) -> bool {
+    let first = key.split("__").next().unwrap_or(key);
+    keys.iter().any(|k| k.eq_ignore_ascii_case(first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_keys_are_matched_on_their_first_level() {
+        let keys = top_level_keys(&PipelineConfig::default());
+        assert!(keys.contains(&"relay".to_owned()));
+        assert!(env_key_is_ours(&keys, "RELAY__ENABLED"));
+        assert!(env_key_is_ours(&keys, "relay"));
+        assert!(!env_key_is_ours(&keys, "LISTEN"));
+        assert!(!env_key_is_ours(&keys, "relayx__enabled"));
+    }
+}

@@ -35,6 +35,12 @@ pub struct Config {
     pub external_url: String,
     /// Seconds in-flight requests get to finish after SIGTERM before the process exits.
     pub shutdown_grace_secs: u64,
+    /// NATS (with JetStream) for control messages and queue counts. The gateway starts
+    /// and serves without it: job state is in PostgreSQL, events wait in the outbox.
+    pub nats_url: String,
+    /// The event pipeline's settings (`[pipeline]`), shared with the workers: the jobs
+    /// API reads the heartbeat interval to tell live worker processes from dead ones.
+    pub pipeline: berth_events::config::PipelineConfig,
 }
 
 impl Default for Config {
@@ -53,6 +59,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             external_url: String::new(),
             shutdown_grace_secs: 30,
+            nats_url: "nats://127.0.0.1:4222".to_owned(),
+            pipeline: berth_events::config::PipelineConfig::default(),
         }
     }
 }
@@ -239,6 +247,15 @@ impl fmt::Debug for Secret {
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(#[from] Box<figment::Error>);
 
+/// The `BERTH_` variables meant for the gateway: those whose first key is one of its
+/// own (workers read the same environment; see `berth_events::config::top_level_keys`).
+fn own_environment(defaults: &Config) -> Env {
+    let keys = berth_events::config::top_level_keys(defaults);
+    Env::prefixed("BERTH_")
+        .filter(move |key| berth_events::config::env_key_is_ours(&keys, key.as_str()))
+        .split("__")
+}
+
 impl Config {
     /// Loads defaults, then `file` if given, then the `BERTH_` environment.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -247,7 +264,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment
-            .merge(Env::prefixed("BERTH_").ignore(&["config"]).split("__"))
+            .merge(own_environment(&Config::default()))
             .extract()
             .map_err(|e| ConfigError(Box::new(e)))
     }
@@ -290,6 +307,21 @@ mod tests {
             assert!(!config.delete.blobs);
             assert!(config.delete.tags);
             assert_eq!(config.uploads.expire_after_secs, 86400);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn variables_of_other_components_are_ignored() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_DRAIN_SECS", "5");
+            jail.set_env("BERTH_LOG_FORMAT", "json");
+            jail.set_env("BERTH_CONFIG", "x.toml");
+            jail.set_env("BERTH_PIPELINE__RELAY__ENABLED", "false");
+            let config = Config::load(None).expect("config loads");
+            assert!(!config.pipeline.relay.enabled);
+            jail.set_env("BERTH_PIPELINE__RELAY__ENABLD", "false");
+            assert!(Config::load(None).is_err());
             Ok(())
         });
     }

@@ -47,10 +47,12 @@ pub enum StartError {
     TokenKey(#[from] berth_access::token::TokenError),
     #[error("cannot create the bootstrap administrator: {0}")]
     Bootstrap(#[from] auth::bootstrap::BootstrapError),
+    #[error("invalid NATS configuration: {0}")]
+    Nats(#[from] async_nats::ConnectError),
 }
 
-/// Connects to PostgreSQL, applies migrations, opens storage: everything a gateway
-/// needs before it can answer a request.
+/// Connects to PostgreSQL, applies migrations, opens storage and starts connecting to
+/// NATS: everything a gateway needs before it can answer a request.
 pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     let db = metadata::connect(
         config.database_url.expose(),
@@ -74,7 +76,12 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
     } else {
         tracing::warn!("auth.mode = \"none\": every request may push, pull and delete anything");
     }
+    // Returns at once even when NATS is down: the registry serves without it.
+    let nats = berth_events::nats::connect(&config.nats_url, "berth-gateway").await?;
+    let jetstream = async_nats::jetstream::new(nats.clone());
     Ok(AppState {
+        nats,
+        jetstream,
         auth: Arc::new(AuthState::new(keys, &config.auth)),
         audit: AuditSink::start(db.clone()),
         db,

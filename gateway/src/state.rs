@@ -1,5 +1,6 @@
 //! What every handler shares: the database pool, blob storage, configuration, the
-//! in-memory hashers of uploads in progress, authentication state and the audit writer.
+//! in-memory hashers of uploads in progress, authentication state, the audit writer and
+//! the NATS connection.
 
 use std::sync::Arc;
 
@@ -24,4 +25,9 @@ pub struct AppState {
     pub auth: Arc<AuthState>,
     /// Batched writer of registry-traffic audit records.
     pub audit: AuditSink,
+    /// NATS, for control messages to the workers (cancel, pause). Connects in the
+    /// background and reconnects by itself; check its state before waiting on it.
+    pub nats: async_nats::Client,
+    /// JetStream on that connection, for the job queues' pending counts.
+    pub jetstream: async_nats::jetstream::Context,
 }

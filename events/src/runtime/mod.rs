@@ -5,15 +5,33 @@
 //! terminate plus a copy to the dead-letter stream on permanent ones (or after
 //! `max_deliver`), task bookkeeping in PostgreSQL, cancellation, pausing, and a
 //! graceful drain on shutdown.
+//!
+//! Entry points: [`Runtime::run_jobs`] (a worker kind's tasks on the jobs stream),
+//! [`Runtime::run_events`] (reactions to domain events) and [`Runtime::run_control`]
+//! (cancellations and pauses; every worker process runs it beside its loops).
 
+mod cancel;
+mod consumer;
+mod control;
+pub mod dead_letter;
+pub mod retry;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream;
 use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
+use crate::config::PipelineConfig;
 use crate::envelope::Envelope;
 use crate::jobs::Task;
 use crate::kind::Event;
+
+pub use cancel::InFlight;
+pub use retry::Action;
 
 /// How a handler failed, which decides what happens to the message.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,4 +125,145 @@ pub trait EventHandler: Send + Sync + 'static {
         envelope: &Envelope,
         ctx: &EventContext,
     ) -> Result<(), Failure>;
+}
+
+/// How long a shutdown waits for running handlers before it cancels them.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The consumer runtime of one worker process. Cheap to clone; clones share the
+/// in-flight registry, the pause state and the counters.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+    /// How long a shutdown lets running handlers finish before cancelling them.
+    drain_timeout: Duration,
+}
+
+struct Inner {
+    /// Core NATS, for the control subject and to flush acks before exit.
+    client: async_nats::Client,
+    /// JetStream: consumers, acks and dead letters.
+    js: jetstream::Context,
+    /// Task bookkeeping, paused queues and cancellation polls.
+    db: sqlx::PgPool,
+    config: PipelineConfig,
+    /// This process, as recorded on the tasks it runs.
+    worker_id: Uuid,
+    /// CloudEvents `source` handed to event handlers for what they emit.
+    source: String,
+    registry: cancel::Registry,
+    pauses: cancel::Pauses,
+    counters: Counters,
+}
+
+/// Message outcomes since the process started (the metrics read them).
+#[derive(Default)]
+struct Counters {
+    handled_ok: AtomicU64,
+    failed_transient: AtomicU64,
+    failed_permanent: AtomicU64,
+    dead_lettered: AtomicU64,
+    malformed: AtomicU64,
+    cancelled: AtomicU64,
+    skipped: AtomicU64,
+    interrupted: AtomicU64,
+}
+
+/// A snapshot of the runtime's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Handlers that succeeded (message acked).
+    pub handled_ok: u64,
+    /// Transient failures (each retry counts, and the last one before giving up).
+    pub failed_transient: u64,
+    /// Permanent failures (dead-lettered at once).
+    pub failed_permanent: u64,
+    /// Messages copied to the dead-letter stream and terminated.
+    pub dead_lettered: u64,
+    /// Messages that were not a valid envelope or event (also dead-lettered).
+    pub malformed: u64,
+    /// Tasks stopped by request while running.
+    pub cancelled: u64,
+    /// Task messages acked without running: the task was final, stopped before it
+    /// started, or gone.
+    pub skipped: u64,
+    /// Handlers stopped by the drain deadline; their messages go back to the queue.
+    pub interrupted: u64,
+}
+
+impl Runtime {
+    pub fn new(
+        client: async_nats::Client,
+        js: jetstream::Context,
+        db: sqlx::PgPool,
+        config: PipelineConfig,
+        worker_id: Uuid,
+        source: impl Into<String>,
+    ) -> Runtime {
+        Runtime {
+            inner: Arc::new(Inner {
+                client,
+                js,
+                db,
+                config,
+                worker_id,
+                source: source.into(),
+                registry: cancel::Registry::default(),
+                pauses: cancel::Pauses::default(),
+                counters: Counters::default(),
+            }),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+        }
+    }
+
+    /// How long a shutdown lets running handlers finish before cancelling them.
+    pub fn with_drain_timeout(mut self, timeout: Duration) -> Runtime {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    pub fn worker_id(&self) -> Uuid {
+        self.inner.worker_id
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.inner.config
+    }
+
+    /// The tasks running in this process now, oldest first.
+    pub fn in_flight(&self) -> Vec<InFlight> {
+        self.inner.registry.snapshot()
+    }
+
+    /// Whether this process currently holds back worker kind `kind`.
+    pub fn is_paused(&self, kind: &str) -> bool {
+        self.inner.pauses.is_paused(kind)
+    }
+
+    /// Stops the running tasks of `execution_id` (only `task_id` if given) in this
+    /// process, as a control message does. Returns how many it stopped.
+    pub fn cancel(&self, execution_id: i64, task_id: Option<i64>) -> usize {
+        self.inner.registry.cancel(execution_id, task_id)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        Stats {
+            handled_ok: get(&c.handled_ok),
+            failed_transient: get(&c.failed_transient),
+            failed_permanent: get(&c.failed_permanent),
+            dead_lettered: get(&c.dead_lettered),
+            malformed: get(&c.malformed),
+            cancelled: get(&c.cancelled),
+            skipped: get(&c.skipped),
+            interrupted: get(&c.interrupted),
+        }
+    }
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }

@@ -10,7 +10,9 @@
 pub mod artifacts;
 pub mod audit_logs;
 pub mod error;
+pub mod executions;
 pub mod extract;
+pub mod jobservice;
 pub mod json;
 pub mod members;
 pub mod pagination;
@@ -69,7 +71,9 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(robots::router())
         .merge(repositories::router())
         .merge(artifacts::router())
-        .merge(audit_logs::router());
+        .merge(audit_logs::router())
+        .merge(executions::router())
+        .merge(jobservice::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, api)
         .split_for_parts()

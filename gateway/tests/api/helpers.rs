@@ -169,8 +169,15 @@ pub fn test_config(database: &TestDatabase, data_dir: &Path) -> Config {
     config.auth.mode = AuthMode::None;
     config.auth.admin_password = Some(Secret::new(ADMIN_PASSWORD));
     config.projects.create_on_push = true;
+    // A closed port: the gateway must serve without NATS, and tests must not depend on
+    // (or disturb) a NATS server that happens to run on this machine. Tests that need
+    // NATS start a [`NatsServer`] and point `nats_url` at it.
+    config.nats_url = CLOSED_NATS_URL.to_owned();
     config
 }
+
+/// A NATS URL nothing listens on (port 1, tcpmux, is never served here).
+pub const CLOSED_NATS_URL: &str = "nats://127.0.0.1:1";
 
 /// Builds a gateway from `config` and serves it on 127.0.0.1:0 in this process for the
 /// rest of the test; returns its address (`http://127.0.0.1:<port>`) and its state.
@@ -1137,4 +1144,71 @@ pub async fn assert_api_error(response: Response, status: u16, code: &str) -> St
         .as_str()
         .unwrap_or("")
         .to_owned()
+}
+
+/// A nats-server with JetStream for one test, on a free port with a temporary store;
+/// killed (and its store removed) when dropped.
+pub struct NatsServer {
+    child: Child,
+    /// Holds the store and the server's log.
+    dir: TempDir,
+    /// `nats://127.0.0.1:<port>`
+    pub url: String,
+}
+
+impl NatsServer {
+    /// Starts `/usr/sbin/nats-server` (or `NATS_SERVER_BIN`, or `nats-server` on the
+    /// `PATH`) and waits until its JetStream API answers.
+    pub async fn start() -> NatsServer {
+        let binary = std::env::var_os("NATS_SERVER_BIN")
+            .map(PathBuf::from)
+            .or_else(|| {
+                let debian = PathBuf::from("/usr/sbin/nats-server");
+                debian.exists().then_some(debian)
+            })
+            .unwrap_or_else(|| PathBuf::from("nats-server"));
+        let dir = tempfile::tempdir().unwrap();
+        let port = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let log = std::fs::File::create(dir.path().join("server.log")).unwrap();
+        let child = Command::new(&binary)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("store"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
+        let server = NatsServer {
+            child,
+            dir,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        // Up to 30 s on a loaded machine; any answer from the JetStream API means it is up.
+        for _ in 0..300 {
+            if let Ok(client) = async_nats::connect(&server.url).await {
+                if client.request("$JS.API.INFO", "".into()).await.is_ok() {
+                    return server;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(server.dir.path().join("server.log")).unwrap_or_default();
+        panic!(
+            "nats-server at {} not ready within 30 s; its log:\n{log}",
+            server.url
+        );
+    }
+
+    pub async fn client(&self) -> async_nats::Client {
+        async_nats::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

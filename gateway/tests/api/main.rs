@@ -13,6 +13,7 @@ mod crash;
 mod harborapi;
 mod helpers;
 mod interop;
+mod jobs;
 mod manifests;
 mod oci_layout;
 mod outbox;

@@ -1,0 +1,161 @@
+//! Worker configuration: defaults, then a TOML file, then `BERTH_…` environment
+//! variables (`__` separates nesting: `BERTH_PIPELINE__RELAY__ENABLED=false`), the same
+//! layering as the gateway's. Every knob has a default that works on one machine.
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use berth_events::config::PipelineConfig;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// PostgreSQL connection URL (`BERTH_DATABASE_URL`).
+    pub database_url: Secret,
+    /// Upper bound on pooled PostgreSQL connections per worker process. The relay's
+    /// lease and its LISTEN hold two more connections outside the pool.
+    pub database_max_connections: u32,
+    /// NATS server URL (`BERTH_NATS_URL`); may carry credentials.
+    pub nats_url: Secret,
+    /// The event pipeline: streams, relay, consumers, polls (shared with the gateway).
+    pub pipeline: PipelineConfig,
+    /// Seconds running tasks get to finish after SIGTERM before they are cancelled and
+    /// their messages released for another worker.
+    pub drain_secs: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: Secret::new("postgres://postgres@127.0.0.1:5432/berth"),
+            database_max_connections: 16,
+            nats_url: Secret::new("nats://127.0.0.1:4222"),
+            pipeline: PipelineConfig::default(),
+            drain_secs: 30,
+        }
+    }
+}
+
+/// A string that never prints: connection URLs carry passwords.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+fn own_environment(defaults: &Config) -> Env {
+    let keys = berth_events::config::top_level_keys(defaults);
+    Env::prefixed("BERTH_")
+        .filter(move |key| berth_events::config::env_key_is_ours(&keys, key.as_str()))
+        .split("__")
+}
+
+impl Config {
+    /// Loads defaults, then `file` if given, then the `BERTH_` environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment
+            // Only the variables whose first key is one of ours: the gateway reads
+            // the same environment (`BERTH_LISTEN` is its, `BERTH_CONFIG` and
+            // `BERTH_LOG_FORMAT` are read before any configuration).
+            .merge(own_environment(&Config::default()))
+            .extract()
+            .map_err(|e| ConfigError(Box::new(e)))
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+}
+
+#[cfg(test)]
+// figment's Jail returns its own large error type; that is its API, not ours.
+#[allow(clippy::result_large_err)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_file_and_environment_layer_in_order() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "workers.toml",
+                r#"
+                drain_secs = 5
+                [pipeline.relay]
+                batch_size = 100
+                [pipeline.consumers.echo]
+                concurrency = 8
+                "#,
+            )?;
+            jail.set_env("BERTH_PIPELINE__RELAY__ENABLED", "false");
+            jail.set_env("BERTH_NATS_URL", "nats://nats.example:4222");
+            jail.set_env("BERTH_DRAIN_SECS", "7");
+            jail.set_env("BERTH_LOG_FORMAT", "json");
+            // The gateway's: ignored here.
+            jail.set_env("BERTH_LISTEN", "127.0.0.1:1");
+            jail.set_env("BERTH_AUTH__MODE", "none");
+            let config = Config::load(Some(Path::new("workers.toml"))).expect("config loads");
+            assert_eq!(config.drain_secs, 7);
+            assert_eq!(config.pipeline.relay.batch_size, 100);
+            assert!(!config.pipeline.relay.enabled);
+            assert_eq!(config.pipeline.consumer("echo").concurrency, 8);
+            assert_eq!(config.pipeline.consumer("scan").concurrency, 4);
+            assert_eq!(config.nats_url.expose(), "nats://nats.example:4222");
+            assert_eq!(
+                config.database_url.expose(),
+                "postgres://postgres@127.0.0.1:5432/berth"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("workers.toml", "drain_sec = 5")?;
+            assert!(Config::load(Some(Path::new("workers.toml"))).is_err());
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_PIPELINE__RELAY__ENABLD", "false");
+            assert!(Config::load(None).is_err());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config {
+            database_url: Secret::new("postgres://u:hunter2@h/db"),
+            nats_url: Secret::new("nats://u:s3cret@h:4222"),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && !shown.contains("s3cret"));
+    }
+}
