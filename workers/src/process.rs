@@ -5,7 +5,8 @@
 //!    until NATS answers (the relay does not wait for it);
 //! 3. wait until the gateway has migrated the database (workers never migrate: two
 //!    programs racing to apply migrations is a failure mode nobody needs);
-//! 4. start the relay (if enabled), the scheduler and the control listener;
+//! 4. start the relay (if enabled), the scheduler, the control listener and the
+//!    listener for messages the server stopped delivering (`runtime::advisory`);
 //! 5. once the consumers exist, register in `worker_processes` and heartbeat there
 //!    with the running tasks (so a registered worker is one that can take work);
 //! 6. run the kind's consumers until shutdown, drain them, stop the rest, deregister.
@@ -114,6 +115,10 @@ pub async fn run(kind: Kind, config: Config, shutdown: CancellationToken) -> any
         let late = late.clone();
         background.spawn(async move { runtime.run_control(late).await });
     }
+    background.spawn({
+        let (runtime, late) = (runtime.clone(), late.clone());
+        async move { runtime.run_advisories(late).await }
+    });
 
     // Registering means "can take work", so it waits for the consumers.
     let provisioned = tokio::select! {

@@ -59,3 +59,18 @@ pub async fn pending_tasks(db: impl PgExecutor<'_>) -> Result<Vec<PendingTasks>,
         })
         .collect())
 }
+
+/// Every worker kind PostgreSQL knows of: kinds with a queue row, a schedule, a
+/// registered worker process, pending tasks or unfinished executions.
+pub async fn known_kinds(db: impl PgExecutor<'_>) -> Result<Vec<String>, JobsError> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT kind AS "kind!" FROM job_queues
+           UNION SELECT kind FROM schedules
+           UNION SELECT kind FROM worker_processes
+           UNION SELECT kind FROM tasks WHERE status = 'pending'
+           UNION SELECT kind FROM executions WHERE status IN ('pending', 'running')
+           ORDER BY 1"#
+    )
+    .fetch_all(db)
+    .await?)
+}

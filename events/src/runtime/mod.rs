@@ -8,8 +8,11 @@
 //!
 //! Entry points: [`Runtime::run_jobs`] (a worker kind's tasks on the jobs stream),
 //! [`Runtime::run_events`] (reactions to domain events) and [`Runtime::run_control`]
-//! (cancellations and pauses; every worker process runs it beside its loops).
+//! (cancellations and pauses; every worker process runs it beside its loops), and
+//! [`Runtime::run_advisories`] (messages the server stopped delivering because their
+//! worker died on the last delivery; every worker process runs it too).
 
+pub mod advisory;
 mod cancel;
 mod consumer;
 mod control;
@@ -167,6 +170,7 @@ struct Counters {
     cancelled: AtomicU64,
     skipped: AtomicU64,
     interrupted: AtomicU64,
+    abandoned: AtomicU64,
 }
 
 /// A snapshot of the runtime's counters.
@@ -189,6 +193,10 @@ pub struct Stats {
     pub skipped: u64,
     /// Handlers stopped by the drain deadline; their messages go back to the queue.
     pub interrupted: u64,
+    /// Messages the server stopped delivering at its own `max_deliver` (their worker
+    /// died or hung on every delivery), dead-lettered by this process from the
+    /// server's advisory. Not counted in `dead_lettered`, which is the runtime's own.
+    pub abandoned: u64,
 }
 
 impl Runtime {
@@ -258,6 +266,7 @@ impl Runtime {
             cancelled: get(&c.cancelled),
             skipped: get(&c.skipped),
             interrupted: get(&c.interrupted),
+            abandoned: get(&c.abandoned),
         }
     }
 }

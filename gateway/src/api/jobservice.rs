@@ -105,7 +105,7 @@ pub struct Worker {
 }
 
 /// A kind named in a path: what a worker kind can be called.
-fn parse_kind(kind: &str) -> ApiResult<&str> {
+pub(crate) fn parse_kind(kind: &str) -> ApiResult<&str> {
     let valid = !kind.is_empty()
         && kind.len() <= 64
         && kind
@@ -208,15 +208,7 @@ async fn jetstream_pending(
 /// pending tasks, with unfinished executions or with a `job_queues` row.
 async fn database_kinds(state: &AppState) -> ApiResult<BTreeSet<String>> {
     let mut kinds: BTreeSet<String> = MANUAL_KINDS.iter().map(|k| (*k).to_owned()).collect();
-    kinds.extend(
-        sqlx::query_scalar!(
-            r#"SELECT kind AS "kind!" FROM tasks WHERE status = 'pending'
-               UNION SELECT kind FROM executions WHERE status IN ('pending', 'running')
-               UNION SELECT kind FROM job_queues"#
-        )
-        .fetch_all(&state.db)
-        .await?,
-    );
+    kinds.extend(queues::known_kinds(&state.db).await?);
     Ok(kinds)
 }
 

@@ -21,6 +21,7 @@ pub mod projects;
 pub mod query;
 pub mod repositories;
 pub mod robots;
+pub mod schedules;
 pub mod system;
 pub mod users;
 
@@ -73,7 +74,8 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(artifacts::router())
         .merge(audit_logs::router())
         .merge(executions::router())
-        .merge(jobservice::router());
+        .merge(jobservice::router())
+        .merge(schedules::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, api)
         .split_for_parts()

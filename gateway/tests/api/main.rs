@@ -18,6 +18,7 @@ mod manifests;
 mod oci_layout;
 mod outbox;
 mod referrers;
+mod schedules;
 mod shutdown;
 mod skopeo;
 mod tags;
