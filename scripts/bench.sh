@@ -31,6 +31,8 @@
 #   BENCH_SKIP_BUILD        1: use the binaries already in target/release [0]
 #   BENCH_KEEP              1: keep ./var/bench/{berth,registry}* data afterwards [0]
 #   BENCH_AUTH              0: skip the runs with authentication on [1]
+#   BENCH_PIPELINE          0: skip the event pipeline benchmark that runs last
+#                           (scripts/bench-pipeline.sh; its table is appended) [1]
 # Any other BERTH_* variable set in the environment reaches the gateway unchanged.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -342,6 +344,10 @@ for n in "${NOTES[@]}"; do note_args+=(--note "$n"); done
 printf '\n'
 cat "$BENCH/report.md"
 printf '\n(written to ./var/bench/report.md)\n'
+if [ "${BENCH_PIPELINE:-1}" != 0 ]; then
+    step "event pipeline: scripts/bench-pipeline.sh (appended to ./var/bench/report.md)"
+    "$ROOT/scripts/bench-pipeline.sh" --report "$BENCH/report.md" || FAILED+=("event pipeline")
+fi
 if [ "${#FAILED[@]}" -gt 0 ]; then
     STEP="benchmark scenarios: ${#FAILED[@]} failed ($(printf '%s; ' "${FAILED[@]}" | sed 's/; $//'))"
     exit 1

@@ -9,10 +9,14 @@
 //! ```
 //! Scenarios: push-blob, pull-blob, chunked-upload, push-images, get-manifest,
 //! head-blob, concurrent-push, and `all` (every one, in that order).
+//!
+//! `loadtest pipeline relay|latency|cancel|scale|report …` benchmarks Berth's event
+//! pipeline instead (src/pipeline.rs; `loadtest pipeline --help`).
 
 mod auth;
 mod data;
 mod http;
+mod pipeline;
 mod report;
 mod scenarios;
 mod stats;
@@ -113,6 +117,14 @@ struct Cli {
 }
 
 fn main() {
+    // `loadtest pipeline …` has subcommands and flags of its own.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "pipeline") {
+        if let Err(e) = pipeline::main(std::env::args_os().skip(1)) {
+            eprintln!("loadtest pipeline: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = Cli::parse();
     if let Err(e) = real_main(cli) {
         eprintln!("loadtest: error: {e:#}");
