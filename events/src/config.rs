@@ -1,9 +1,16 @@
 //! Pipeline settings shared by the gateway and the workers (the `[pipeline]` section of
-//! either's config). Every default works on one machine.
+//! either's config), and the loading both configurations share: defaults, then a TOML
+//! file, then `BERTH_…` environment variables (`__` separates nesting:
+//! `BERTH_PIPELINE__RELAY__ENABLED=false`). Every default works on one machine.
 
 use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -170,13 +177,67 @@ impl ConsumerConfig {
     }
 }
 
+/// A string that never prints: connection URLs carry passwords.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] Box<figment::Error>);
+
+/// Loads `defaults`, then `file` if given, then the `BERTH_` environment variables
+/// whose first key is one of the configuration's own (see [`top_level_keys`]). The
+/// configuration's structs refuse unknown keys (`deny_unknown_fields`), so a misspelt
+/// knob fails here rather than being ignored.
+pub fn load<T: Serialize + DeserializeOwned>(
+    defaults: T,
+    file: Option<&Path>,
+) -> Result<T, ConfigError> {
+    let environment = own_environment(&defaults);
+    let mut figment = Figment::from(Serialized::defaults(defaults));
+    if let Some(file) = file {
+        figment = figment.merge(Toml::file_exact(file));
+    }
+    figment
+        .merge(environment)
+        .extract()
+        .map_err(|e| ConfigError(Box::new(e)))
+}
+
+/// The `BERTH_` variables meant for the configuration whose defaults are `defaults`.
+/// (`BERTH_CONFIG` and `BERTH_LOG_FORMAT` are read before any configuration, and are
+/// no configuration's key.)
+fn own_environment<T: Serialize>(defaults: &T) -> Env {
+    let keys = top_level_keys(defaults);
+    Env::prefixed("BERTH_")
+        .filter(move |key| env_key_is_ours(&keys, key.as_str()))
+        .split("__")
+}
+
 /// The top-level keys of a configuration, from its defaults (`listen`, `pipeline`, …).
 ///
 /// Gateway and workers read the same `BERTH_…` environment (one `.env`, one systemd
 /// drop-in, one Helm ConfigMap), but each refuses keys it does not know. Each takes
 /// from the environment only the variables whose first key is one of its own, so
 /// `BERTH_LISTEN` does not stop a worker; a misspelt nested key still fails at start.
-pub fn top_level_keys<T: Serialize>(defaults: &T) -> Vec<String> {
+fn top_level_keys<T: Serialize>(defaults: &T) -> Vec<String> {
     match serde_json::to_value(defaults) {
         Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
         _ => Vec::new(),
@@ -185,7 +246,7 @@ pub fn top_level_keys<T: Serialize>(defaults: &T) -> Vec<String> {
 
 /// Whether environment key `key` (prefix stripped, `__` between levels, any case)
 /// starts with one of `keys`.
-pub fn env_key_is_ours(keys: &[String], key: &str) -> bool {
+fn env_key_is_ours(keys: &[String], key: &str) -> bool {
     let first = key.split("__").next().unwrap_or(key);
     keys.iter().any(|k| k.eq_ignore_ascii_case(first))
 }

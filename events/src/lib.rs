@@ -25,6 +25,9 @@ pub mod runtime;
 pub mod schedules;
 pub mod streams;
 pub mod subject;
+#[cfg(any(test, feature = "testing"))]
+#[doc(hidden)]
+pub mod testing;
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use kind::{ArtifactRef, Event, JobRef};

@@ -447,8 +447,6 @@ impl FailureLog {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::process::{Child, Command, Stdio};
     use std::time::Duration;
 
     use async_nats::jetstream;
@@ -457,91 +455,27 @@ mod tests {
 
     use super::*;
     use crate::outbox::{self, OutboxRow};
-    use crate::schedules::test_db::TestDb;
+    use crate::testing::{NatsServer, TestDatabase};
 
-    /// A nats-server with JetStream on a fixed free port and a store that survives a
-    /// stop, so a test can take NATS away and bring it back.
-    struct Nats {
-        child: Option<Child>,
-        dir: PathBuf,
-        port: u16,
+    /// A JetStream context and the test stream (created, or found again after a
+    /// restart).
+    async fn ready(nats: &NatsServer) -> (jetstream::Context, jetstream::stream::Stream) {
+        let js = nats.jetstream().await;
+        let stream = js
+            .get_or_create_stream(stream_config())
+            .await
+            .expect("the test stream");
+        (js, stream)
     }
 
-    impl Nats {
-        fn start() -> Nats {
-            let dir = std::env::temp_dir().join(format!("berth-relay-test-{}", Uuid::new_v4()));
-            std::fs::create_dir_all(&dir).expect("store dir");
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("a free port")
-                .port();
-            let mut nats = Nats {
-                child: None,
-                dir,
-                port,
-            };
-            nats.resume();
-            nats
-        }
-
-        fn url(&self) -> String {
-            format!("nats://127.0.0.1:{}", self.port)
-        }
-
-        fn resume(&mut self) {
-            let binary = std::env::var_os("NATS_SERVER_BIN")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"));
-            let child = Command::new(binary)
-                .args([
-                    "-js",
-                    "-a",
-                    "127.0.0.1",
-                    "-p",
-                    &self.port.to_string(),
-                    "-sd",
-                ])
-                .arg(self.dir.join("store"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start nats-server");
-            self.child = Some(child);
-        }
-
-        fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-
-        /// A JetStream context once the server answers, and the test stream (created,
-        /// or found again after a restart).
-        async fn ready(&self) -> (jetstream::Context, jetstream::stream::Stream) {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let last = match async_nats::connect(self.url()).await {
-                    Ok(client) => {
-                        let js = jetstream::new(client);
-                        match js.get_or_create_stream(stream_config()).await {
-                            Ok(stream) => return (js, stream),
-                            Err(e) => e.to_string(),
-                        }
-                    }
-                    Err(e) => e.to_string(),
-                };
-                assert!(Instant::now() < deadline, "nats-server not ready: {last}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-
-    impl Drop for Nats {
-        fn drop(&mut self) {
-            self.stop();
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
+    /// A JetStream context on a client that reconnects as the relay's does, so it
+    /// outlives an outage; the test stream exists before the outage.
+    async fn reconnecting_jetstream(nats: &NatsServer) -> jetstream::Context {
+        ready(nats).await;
+        let client = crate::nats::connect(&nats.url(), "relay-test")
+            .await
+            .unwrap();
+        jetstream::new(client)
     }
 
     fn stream_config() -> jetstream::stream::Config {
@@ -602,9 +536,9 @@ mod tests {
 
     #[tokio::test]
     async fn rounds_publish_in_id_order_delete_and_absorb_replays() {
-        let t = TestDb::create().await;
-        let nats = Nats::start();
-        let (js, stream) = nats.ready().await;
+        let t = TestDatabase::create().await;
+        let nats = NatsServer::start().await;
+        let (js, stream) = ready(&nats).await;
         let written = write_rows(&t.pool, 120).await;
         let (rows, oldest) = backlog(&t.pool).await.unwrap();
         assert_eq!((rows, oldest.is_some()), (120, true));
@@ -646,14 +580,9 @@ mod tests {
 
     #[tokio::test]
     async fn with_nats_down_rows_wait_and_flow_when_it_returns() {
-        let t = TestDb::create().await;
-        let mut nats = Nats::start();
-        // The stream exists before the outage.
-        nats.ready().await;
-        let client = crate::nats::connect(&nats.url(), "relay-test")
-            .await
-            .unwrap();
-        let relay_js = jetstream::new(client);
+        let t = TestDatabase::create().await;
+        let mut nats = NatsServer::start().await;
+        let relay_js = reconnecting_jetstream(&nats).await;
         let mut conn = t.pool.acquire().await.unwrap();
         // Connected and working first.
         let first = write_rows(&t.pool, 3).await;
@@ -661,7 +590,7 @@ mod tests {
             .await
             .unwrap();
 
-        nats.stop();
+        nats.stop().await;
         let waiting = write_rows(&t.pool, 30).await;
         let err = relay_once(&mut conn, &relay_js, 100, Duration::from_millis(300)).await;
         assert!(
@@ -674,7 +603,7 @@ mod tests {
             "nothing unacked may be deleted"
         );
 
-        nats.resume();
+        nats.restart().await;
         let deadline = Instant::now() + Duration::from_secs(60);
         while outbox_rows(&t.pool).await > 0 {
             assert!(
@@ -686,18 +615,15 @@ mod tests {
         }
         // Every event once, in write order (reconnecting resends buffered messages;
         // de-duplication drops the copies).
-        let (_, stream) = nats.ready().await;
+        let (_, stream) = ready(&nats).await;
         assert_eq!(published(&stream).await, [first, waiting].concat());
     }
 
     #[tokio::test]
     async fn the_relay_rides_out_a_nats_outage() {
-        let t = TestDb::create().await;
-        let mut nats = Nats::start();
-        nats.ready().await;
-        let client = crate::nats::connect(&nats.url(), "relay-test")
-            .await
-            .unwrap();
+        let t = TestDatabase::create().await;
+        let mut nats = NatsServer::start().await;
+        let relay_js = reconnecting_jetstream(&nats).await;
         let config = RelayConfig {
             enabled: true,
             batch_size: 25,
@@ -705,19 +631,14 @@ mod tests {
             publish_timeout_ms: 500,
         };
         let stop = CancellationToken::new();
-        let relay = tokio::spawn(run(
-            t.pool.clone(),
-            jetstream::new(client),
-            config,
-            stop.clone(),
-        ));
+        let relay = tokio::spawn(run(t.pool.clone(), relay_js, config, stop.clone()));
         let mut written = write_rows(&t.pool, 10).await;
         eventually("the first rows flow", async || {
             outbox_rows(&t.pool).await == 0
         })
         .await;
 
-        nats.stop();
+        nats.stop().await;
         written.extend(write_rows(&t.pool, 100).await);
         // Long enough for several failed rounds and backoffs.
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -727,12 +648,12 @@ mod tests {
             "nothing unacked may be deleted"
         );
 
-        nats.resume();
+        nats.restart().await;
         eventually("the backlog drains after NATS returns", async || {
             outbox_rows(&t.pool).await == 0
         })
         .await;
-        let (_, stream) = nats.ready().await;
+        let (_, stream) = ready(&nats).await;
         assert_eq!(published(&stream).await, written);
         stop.cancel();
         relay.await.unwrap();
@@ -758,9 +679,9 @@ mod tests {
 
     #[tokio::test]
     async fn one_relay_leads_and_a_standby_takes_over() {
-        let t = TestDb::create().await;
-        let nats = Nats::start();
-        let (js, stream) = nats.ready().await;
+        let t = TestDatabase::create().await;
+        let nats = NatsServer::start().await;
+        let (js, stream) = ready(&nats).await;
         let config = RelayConfig {
             enabled: true,
             batch_size: 40,

@@ -367,81 +367,11 @@ pub async fn run(db: PgPool, poll: Duration, source: String, shutdown: Cancellat
 }
 
 #[cfg(test)]
-pub(crate) mod test_db {
-    //! A throwaway database per test on the server of `DATABASE_URL` (default
-    //! 127.0.0.1:5432), migrated from `migrations/`, dropped when the guard goes.
-
-    use std::str::FromStr;
-
-    use sqlx::migrate::Migrator;
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    use sqlx::{ConnectOptions, PgPool};
-
-    static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
-
-    fn admin_options() -> PgConnectOptions {
-        let url = std::env::var("DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        PgConnectOptions::from_str(&url).expect("DATABASE_URL is a PostgreSQL URL")
-    }
-
-    pub struct TestDb {
-        pub name: String,
-        pub pool: PgPool,
-    }
-
-    impl TestDb {
-        pub async fn create() -> TestDb {
-            let name = format!("berth_events_test_{}", uuid::Uuid::new_v4().simple());
-            let mut admin = admin_options()
-                .connect()
-                .await
-                .expect("connect to PostgreSQL");
-            sqlx::query(&format!("CREATE DATABASE {name}"))
-                .execute(&mut admin)
-                .await
-                .expect("create the test database");
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .connect_with(admin_options().database(&name))
-                .await
-                .expect("connect to the test database");
-            MIGRATOR.run(&pool).await.expect("migrations apply");
-            TestDb { name, pool }
-        }
-    }
-
-    impl Drop for TestDb {
-        fn drop(&mut self) {
-            let name = self.name.clone();
-            // Drop cannot await; a short-lived thread with its own runtime does.
-            let _ = std::thread::spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async {
-                    if let Ok(mut conn) = admin_options().connect().await {
-                        let _ =
-                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                                .execute(&mut conn)
-                                .await;
-                    }
-                });
-            })
-            .join();
-        }
-    }
-}
-
-#[cfg(test)]
 mod tests {
     use chrono::TimeZone;
 
-    use super::test_db::TestDb;
     use super::*;
+    use crate::testing::TestDatabase;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
@@ -568,7 +498,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_due_schedule_fires_once_with_three_concurrent_callers() {
-        let t = TestDb::create().await;
+        let t = TestDatabase::create().await;
         let id = due_schedule(&t.pool, "0 3 * * *", "1 second").await;
         let (a, b, c) = tokio::join!(
             fire_due(&t.pool, "/test/a"),
@@ -603,7 +533,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_spanning_many_due_times_fires_once() {
-        let t = TestDb::create().await;
+        let t = TestDatabase::create().await;
         let id = due_schedule(&t.pool, "* * * * *", "1 hour").await;
         let due_before = get(&t.pool, id).await.unwrap().unwrap().next_run_at;
         let fired = fire_due(&t.pool, "/test").await.unwrap();
@@ -624,7 +554,7 @@ mod tests {
 
     #[tokio::test]
     async fn disabled_schedules_do_not_fire_and_reenabling_does_not_catch_up() {
-        let t = TestDb::create().await;
+        let t = TestDatabase::create().await;
         let id = due_schedule(&t.pool, "0 3 * * *", "1 hour").await;
         set_enabled(&t.pool, id, false).await.unwrap();
         assert!(fire_due(&t.pool, "/test").await.unwrap().is_empty());

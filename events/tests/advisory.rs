@@ -9,56 +9,18 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, stream::RawMessageErrorKind};
 use berth_events::config::{ConsumerConfig, PipelineConfig};
-use berth_events::jobs::{
-    executions, tasks, ExecutionStatus, NewExecution, NewTask, TaskStatus, Trigger,
-};
+use berth_events::jobs::{executions, tasks, ExecutionStatus, TaskStatus};
 use berth_events::runtime::{advisory, dead_letter, Runtime};
-use berth_events::{streams, subject, ArtifactRef, Envelope, Event, JobRef};
+use berth_events::testing::{NatsServer, TestDatabase};
+use berth_events::{streams, subject, ArtifactRef, Envelope, Event};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use support::{eventually, NatsServer, TestDb};
+use support::{dead_letters, eventually, header, manual_execution, queued_task};
 
 const KIND: &str = "echo";
 const WAIT: Duration = Duration::from_secs(60);
-
-/// The dead letters stored so far: (subject, headers, payload).
-async fn dead_letters(js: &jetstream::Context) -> Vec<(String, async_nats::HeaderMap, Vec<u8>)> {
-    let stream = js
-        .get_stream(streams::DEAD_LETTER_STREAM)
-        .await
-        .expect("dead letter stream");
-    let consumer = stream
-        .create_consumer(jetstream::consumer::pull::Config {
-            ack_policy: jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .expect("ephemeral consumer");
-    let mut out = Vec::new();
-    let mut batch = consumer
-        .fetch()
-        .max_messages(100)
-        .messages()
-        .await
-        .expect("fetch");
-    while let Some(Ok(message)) = batch.next().await {
-        out.push((
-            message.subject.to_string(),
-            message.headers.clone().unwrap_or_default(),
-            message.payload.to_vec(),
-        ));
-    }
-    out
-}
-
-fn header(headers: &async_nats::HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default()
-}
 
 /// Waits until someone listens on `subject`: a request finds no responders until the
 /// listener subscribed, and times out after (the listener never answers). The payload
@@ -79,7 +41,7 @@ async fn wait_for_listener(client: &async_nats::Client, subject: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_the_server_gives_up_on_are_dead_lettered_and_their_tasks_failed() {
     let nats = NatsServer::start().await;
-    let db = TestDb::create().await;
+    let db = TestDatabase::create().await;
     let client = nats.client().await;
     let js = jetstream::new(client.clone());
     streams::provision(&js, &Default::default())
@@ -173,56 +135,8 @@ async fn messages_the_server_gives_up_on_are_dead_lettered_and_their_tasks_faile
         .expect("the event stays in the events stream");
 
     // A task, and its message on the jobs stream.
-    let mut conn = db.pool.acquire().await.expect("connection");
-    let execution = executions::create(
-        &mut conn,
-        &NewExecution {
-            kind: KIND,
-            vendor_id: 0,
-            trigger: Trigger::Manual,
-            trigger_key: None,
-            extra_attrs: json!({}),
-            created_by: "test",
-        },
-    )
-    .await
-    .expect("create execution")
-    .expect("new execution");
-    drop(conn);
-    let mut tx = db.pool.begin().await.expect("tx");
-    let task_id = tasks::enqueue(
-        &mut tx,
-        execution,
-        KIND,
-        &NewTask {
-            natural_key: "abandoned",
-            destination: "default",
-            payload: json!({}),
-        },
-        "/berth/test",
-    )
-    .await
-    .expect("enqueue")
-    .expect("new task");
-    tx.commit().await.expect("commit");
-    let job = Event::JobRequested {
-        job: JobRef {
-            execution_id: execution,
-            task_id,
-            kind: KIND.into(),
-            destination: "default".into(),
-        },
-    };
-    js.publish(
-        subject::for_event(&job),
-        serde_json::to_vec(&Envelope::new(&job, "/t"))
-            .expect("json")
-            .into(),
-    )
-    .await
-    .expect("publish")
-    .await
-    .expect("publish ack");
+    let execution = manual_execution(&db.pool, KIND).await;
+    let task_id = queued_task(&db.pool, &js, execution, KIND, "abandoned", json!({})).await;
 
     // The kind's consumer as the runtime provisions it: runtime limit 1, so the
     // server's own limit is 2 deliveries, each held 1 s.

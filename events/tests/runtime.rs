@@ -15,18 +15,16 @@ use async_nats::jetstream;
 use async_trait::async_trait;
 use berth_events::config::{ConsumerConfig, PipelineConfig};
 use berth_events::control::{self, Control};
-use berth_events::jobs::{
-    executions, queues, tasks, NewExecution, NewTask, Task, TaskStatus, Trigger,
-};
+use berth_events::jobs::{queues, tasks, Task, TaskStatus};
 use berth_events::runtime::{
     dead_letter, EventContext, EventHandler, Failure, JobHandler, Runtime, TaskContext,
 };
-use berth_events::{streams, subject, ArtifactRef, Envelope, Event, JobRef};
-use futures::StreamExt;
+use berth_events::testing::{NatsServer, TestDatabase};
+use berth_events::{streams, subject, ArtifactRef, Envelope, Event};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use support::{eventually, NatsServer, TestDb};
+use support::{eventually, header};
 
 const KIND: &str = "echo";
 const WAIT: Duration = Duration::from_secs(60);
@@ -123,7 +121,7 @@ impl JobHandler for OkJob {
 
 struct Harness {
     nats: NatsServer,
-    db: TestDb,
+    db: TestDatabase,
     js: jetstream::Context,
     client: async_nats::Client,
     execution: i64,
@@ -132,27 +130,13 @@ struct Harness {
 impl Harness {
     async fn start() -> Harness {
         let nats = NatsServer::start().await;
-        let db = TestDb::create().await;
+        let db = TestDatabase::create().await;
         let client = nats.client().await;
         let js = jetstream::new(client.clone());
         streams::provision(&js, &Default::default())
             .await
             .expect("provision");
-        let mut conn = db.pool.acquire().await.expect("connection");
-        let execution = executions::create(
-            &mut conn,
-            &NewExecution {
-                kind: KIND,
-                vendor_id: 0,
-                trigger: Trigger::Manual,
-                trigger_key: None,
-                extra_attrs: json!({}),
-                created_by: "test",
-            },
-        )
-        .await
-        .expect("create execution")
-        .expect("new execution");
+        let execution = support::manual_execution(&db.pool, KIND).await;
         Harness {
             nats,
             db,
@@ -176,36 +160,7 @@ impl Harness {
 
     /// A task whose payload is `payload`, and its message on the jobs stream.
     async fn task(&self, key: &str, payload: serde_json::Value) -> i64 {
-        let mut tx = self.db.pool.begin().await.expect("tx");
-        let id = tasks::enqueue(
-            &mut tx,
-            self.execution,
-            KIND,
-            &NewTask {
-                natural_key: key,
-                destination: "default",
-                payload,
-            },
-            "/berth/test",
-        )
-        .await
-        .expect("enqueue")
-        .expect("new task");
-        tx.commit().await.expect("commit");
-        let event = Event::JobRequested {
-            job: JobRef {
-                execution_id: self.execution,
-                task_id: id,
-                kind: KIND.into(),
-                destination: "default".into(),
-            },
-        };
-        self.publish(
-            &subject::for_event(&event),
-            serde_json::to_vec(&Envelope::new(&event, "/t")).expect("json"),
-        )
-        .await;
-        id
+        support::queued_task(&self.db.pool, &self.js, self.execution, KIND, key, payload).await
     }
 
     async fn publish(&self, subject: &str, payload: Vec<u8>) {
@@ -238,41 +193,8 @@ impl Harness {
 
     /// The dead letters stored so far: (subject, headers, payload).
     async fn dead_letters(&self) -> Vec<(String, async_nats::HeaderMap, Vec<u8>)> {
-        let stream = self
-            .js
-            .get_stream(streams::DEAD_LETTER_STREAM)
-            .await
-            .expect("dead letter stream");
-        let consumer = stream
-            .create_consumer(jetstream::consumer::pull::Config {
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                ..Default::default()
-            })
-            .await
-            .expect("ephemeral consumer");
-        let mut out = Vec::new();
-        let mut batch = consumer
-            .fetch()
-            .max_messages(100)
-            .messages()
-            .await
-            .expect("fetch");
-        while let Some(Ok(message)) = batch.next().await {
-            out.push((
-                message.subject.to_string(),
-                message.headers.clone().unwrap_or_default(),
-                message.payload.to_vec(),
-            ));
-        }
-        out
+        support::dead_letters(&self.js).await
     }
-}
-
-fn header(headers: &async_nats::HeaderMap, name: &str) -> String {
-    headers
-        .get(name)
-        .map(|v| v.as_str().to_owned())
-        .unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

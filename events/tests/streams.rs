@@ -12,8 +12,7 @@ use async_nats::jetstream;
 use berth_events::config::{ConsumerConfig, StreamsConfig};
 use berth_events::streams::{self, ConsumerCounts};
 use berth_events::subject;
-
-use support::NatsServer;
+use berth_events::testing::{free_port, NatsServer};
 
 #[tokio::test]
 async fn provisioning_is_idempotent_and_safe_to_race() {
@@ -209,7 +208,7 @@ async fn consumers_are_created_updated_and_counted() {
 
 #[tokio::test]
 async fn connect_returns_at_once_with_nats_down_and_connects_when_it_starts() {
-    let port = NatsServer::free_port();
+    let port = free_port();
     let url = format!("nats://127.0.0.1:{port}");
     let started = std::time::Instant::now();
     let client = tokio::time::timeout(

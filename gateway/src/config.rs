@@ -4,12 +4,10 @@
 //! Every knob has a default that works on one machine, so `berth-gateway` with only a
 //! database URL is a working registry.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+pub use berth_events::config::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,7 +45,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 5000)),
-            database_url: Secret("postgres://postgres@127.0.0.1:5432/berth".to_owned()),
+            database_url: Secret::new("postgres://postgres@127.0.0.1:5432/berth"),
             database_max_connections: 32,
             data_dir: PathBuf::from("./var/data"),
             storage: StorageConfig::default(),
@@ -222,51 +220,11 @@ impl Default for AuditConfig {
     }
 }
 
-/// A string that never prints: connection URLs carry passwords.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
-
-/// The `BERTH_` variables meant for the gateway: those whose first key is one of its
-/// own (workers read the same environment; see `berth_events::config::top_level_keys`).
-fn own_environment(defaults: &Config) -> Env {
-    let keys = berth_events::config::top_level_keys(defaults);
-    Env::prefixed("BERTH_")
-        .filter(move |key| berth_events::config::env_key_is_ours(&keys, key.as_str()))
-        .split("__")
-}
-
 impl Config {
-    /// Loads defaults, then `file` if given, then the `BERTH_` environment.
+    /// Loads defaults, then `file` if given, then the gateway's own `BERTH_` variables
+    /// (the workers read the same environment: `BERTH_DRAIN_SECS` is theirs).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment
-            .merge(own_environment(&Config::default()))
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        berth_events::config::load(Config::default(), file)
     }
 
     pub fn storage_root(&self) -> PathBuf {

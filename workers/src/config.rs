@@ -2,13 +2,11 @@
 //! variables (`__` separates nesting: `BERTH_PIPELINE__RELAY__ENABLED=false`), the same
 //! layering as the gateway's. Every knob has a default that works on one machine.
 
-use std::fmt;
 use std::path::Path;
 use std::time::Duration;
 
 use berth_events::config::PipelineConfig;
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+pub use berth_events::config::{ConfigError, Secret};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -40,52 +38,11 @@ impl Default for Config {
     }
 }
 
-/// A string that never prints: connection URLs carry passwords.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] Box<figment::Error>);
-
-fn own_environment(defaults: &Config) -> Env {
-    let keys = berth_events::config::top_level_keys(defaults);
-    Env::prefixed("BERTH_")
-        .filter(move |key| berth_events::config::env_key_is_ours(&keys, key.as_str()))
-        .split("__")
-}
-
 impl Config {
-    /// Loads defaults, then `file` if given, then the `BERTH_` environment.
+    /// Loads defaults, then `file` if given, then the worker's own `BERTH_` variables
+    /// (the gateway reads the same environment: `BERTH_LISTEN` is its).
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
-        let mut figment = Figment::from(Serialized::defaults(Config::default()));
-        if let Some(file) = file {
-            figment = figment.merge(Toml::file_exact(file));
-        }
-        figment
-            // Only the variables whose first key is one of ours: the gateway reads
-            // the same environment (`BERTH_LISTEN` is its, `BERTH_CONFIG` and
-            // `BERTH_LOG_FORMAT` are read before any configuration).
-            .merge(own_environment(&Config::default()))
-            .extract()
-            .map_err(|e| ConfigError(Box::new(e)))
+        berth_events::config::load(Config::default(), file)
     }
 
     pub fn drain_timeout(&self) -> Duration {

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgExecutor};
 
-use super::model::{Execution, ExecutionStatus, JobsError, NewExecution, TaskCounts, Trigger};
+use super::model::{
+    stored_words, Execution, ExecutionFilter, ExecutionStatus, JobsError, ListPage, NewExecution,
+    TaskCounts, Trigger,
+};
 use crate::kind::{Event, JobRef};
 use crate::outbox;
 
@@ -79,6 +82,59 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Execution>, 
     .fetch_optional(db)
     .await?;
     Ok(row.map(Execution::from))
+}
+
+/// One page of the executions `filter` matches, and how many it matches over all
+/// pages. Sort keys: `id`, `start_time`, `end_time`.
+pub async fn list(
+    conn: &mut PgConnection,
+    filter: &ExecutionFilter,
+    page: ListPage<'_>,
+) -> Result<(Vec<Execution>, i64), JobsError> {
+    let statuses = stored_words(filter.statuses.as_deref(), ExecutionStatus::as_str);
+    let triggers = stored_words(filter.triggers.as_deref(), Trigger::as_str);
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM executions
+           WHERE ($1::text[] IS NULL OR kind = ANY($1))
+             AND ($2::text[] IS NULL OR status = ANY($2))
+             AND ($3::text[] IS NULL OR trigger = ANY($3))
+             AND ($4::bigint IS NULL OR vendor_id = $4)"#,
+        filter.kinds.as_deref(),
+        statuses.as_deref(),
+        triggers.as_deref(),
+        filter.vendor_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as!(
+        ExecutionRow,
+        r#"SELECT id, kind, vendor_id, trigger, trigger_key, status, status_message,
+                  cancel_requested_at, extra_attrs, created_by, start_time, end_time
+           FROM executions
+           WHERE ($1::text[] IS NULL OR kind = ANY($1))
+             AND ($2::text[] IS NULL OR status = ANY($2))
+             AND ($3::text[] IS NULL OR trigger = ANY($3))
+             AND ($4::bigint IS NULL OR vendor_id = $4)
+           ORDER BY
+               CASE WHEN $5 = 'start_time' AND NOT $6 THEN start_time END ASC,
+               CASE WHEN $5 = 'start_time' AND $6 THEN start_time END DESC,
+               CASE WHEN $5 = 'end_time' AND NOT $6 THEN end_time END ASC,
+               CASE WHEN $5 = 'end_time' AND $6 THEN end_time END DESC,
+               CASE WHEN $6 THEN id END DESC,
+               id ASC
+           LIMIT $7 OFFSET $8"#,
+        filter.kinds.as_deref(),
+        statuses.as_deref(),
+        triggers.as_deref(),
+        filter.vendor_id,
+        page.sort_key,
+        page.descending,
+        page.limit,
+        page.offset
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows.into_iter().map(Execution::from).collect(), total))
 }
 
 /// Task counts by status for each of `ids`.

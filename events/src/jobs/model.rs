@@ -231,3 +231,39 @@ pub struct NewTask<'a> {
     pub destination: &'a str,
     pub payload: serde_json::Value,
 }
+
+/// Which executions a listing shows; `None` filters nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecutionFilter {
+    /// Any of these worker kinds.
+    pub kinds: Option<Vec<String>>,
+    pub statuses: Option<Vec<ExecutionStatus>>,
+    pub triggers: Option<Vec<Trigger>>,
+    pub vendor_id: Option<i64>,
+}
+
+/// Which tasks of an execution a listing shows; `None` filters nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    pub statuses: Option<Vec<TaskStatus>>,
+}
+
+/// One page of a listing, and its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListPage<'a> {
+    /// `id`, `start_time` or `end_time`; any other key sorts by id. Ties are broken
+    /// by id, so pages never overlap.
+    pub sort_key: &'a str,
+    pub descending: bool,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+/// The stored words of `values`, for a `text[]` query parameter (`None` filters
+/// nothing; an empty list matches nothing).
+pub(crate) fn stored_words<T: Copy>(
+    values: Option<&[T]>,
+    word: fn(T) -> &'static str,
+) -> Option<Vec<String>> {
+    values.map(|values| values.iter().map(|v| word(*v).to_owned()).collect())
+}

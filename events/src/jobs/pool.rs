@@ -135,11 +135,11 @@ pub fn hostname() -> String {
 mod tests {
     use super::*;
 
-    use crate::schedules::test_db::TestDb;
+    use crate::testing::TestDatabase;
 
     #[tokio::test]
     async fn processes_register_heartbeat_and_go() {
-        let t = TestDb::create().await;
+        let t = TestDatabase::create().await;
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         register(&t.pool, a, "echo", "host-a", 10, 4).await.unwrap();
         register(&t.pool, b, "relay", "host-b", 11, 0)

@@ -6,7 +6,7 @@ use sqlx::{PgConnection, PgExecutor};
 use uuid::Uuid;
 
 use super::executions;
-use super::model::{JobsError, NewTask, Task, TaskStatus};
+use super::model::{stored_words, JobsError, ListPage, NewTask, Task, TaskFilter, TaskStatus};
 use crate::kind::{Event, JobRef};
 use crate::outbox;
 
@@ -109,6 +109,50 @@ pub async fn get(db: impl PgExecutor<'_>, id: i64) -> Result<Option<Task>, JobsE
     .fetch_optional(db)
     .await?;
     Ok(row.map(Task::from))
+}
+
+/// One page of the tasks of execution `execution_id` that `filter` matches, and how
+/// many it matches over all pages. Sort keys: `id`, `start_time`, `end_time`.
+pub async fn list(
+    conn: &mut PgConnection,
+    execution_id: i64,
+    filter: &TaskFilter,
+    page: ListPage<'_>,
+) -> Result<(Vec<Task>, i64), JobsError> {
+    let statuses = stored_words(filter.statuses.as_deref(), TaskStatus::as_str);
+    let total = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "count!" FROM tasks
+           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))"#,
+        execution_id,
+        statuses.as_deref()
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let rows = sqlx::query_as!(
+        TaskRow,
+        r#"SELECT id, execution_id, kind, natural_key, destination, payload, status,
+                  status_message, attempts, bytes, worker_id, cancel_requested_at,
+                  created_at, started_at, updated_at, ended_at
+           FROM tasks
+           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
+           ORDER BY
+               CASE WHEN $3 = 'start_time' AND NOT $4 THEN started_at END ASC,
+               CASE WHEN $3 = 'start_time' AND $4 THEN started_at END DESC,
+               CASE WHEN $3 = 'end_time' AND NOT $4 THEN ended_at END ASC,
+               CASE WHEN $3 = 'end_time' AND $4 THEN ended_at END DESC,
+               CASE WHEN $4 THEN id END DESC,
+               id ASC
+           LIMIT $5 OFFSET $6"#,
+        execution_id,
+        statuses.as_deref(),
+        page.sort_key,
+        page.descending,
+        page.limit,
+        page.offset
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((rows.into_iter().map(Task::from).collect(), total))
 }
 
 /// What a delivery of a task's message should do.

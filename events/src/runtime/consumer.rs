@@ -362,14 +362,7 @@ impl Runtime {
             Err(reason) => {
                 Counters::bump(&counters.malformed);
                 tracing::warn!(reason = %reason, "malformed task message");
-                if self
-                    .store_dead_letter(spec, message, delivery, &reason)
-                    .await
-                {
-                    settle(message, AckKind::Term).await;
-                } else {
-                    settle(message, nak_after(&spec.config, delivery)).await;
-                }
+                self.dead_letter(spec, message, delivery, &reason).await;
                 return;
             }
         };
@@ -446,9 +439,7 @@ impl Runtime {
         let attempt = ctx.task.attempts;
         match outcome {
             Outcome::Stopped if registration.requested() => {
-                ctx.log("stopped by request");
-                self.flush_log(&ctx).await;
-                let bytes = ctx.bytes.swap(0, Ordering::Relaxed);
+                let bytes = self.end_attempt(&ctx, "stopped by request").await;
                 match tasks::finish(db, id, TaskStatus::Cancelled, "stopped by request", bytes)
                     .await
                 {
@@ -464,9 +455,9 @@ impl Runtime {
                 }
             }
             Outcome::Stopped => {
-                ctx.log("interrupted: the worker is shutting down");
-                self.flush_log(&ctx).await;
-                let bytes = ctx.bytes.swap(0, Ordering::Relaxed);
+                let bytes = self
+                    .end_attempt(&ctx, "interrupted: the worker is shutting down")
+                    .await;
                 Counters::bump(&counters.interrupted);
                 tracing::warn!(
                     outcome = "interrupted",
@@ -483,9 +474,7 @@ impl Runtime {
                 let permanent = matches!(result, Err(Failure::Permanent(_)));
                 match retry::action_for(&result, delivery.count, &spec.config) {
                     Action::Ack => {
-                        ctx.log("succeeded");
-                        self.flush_log(&ctx).await;
-                        let bytes = ctx.bytes.swap(0, Ordering::Relaxed);
+                        let bytes = self.end_attempt(&ctx, "succeeded").await;
                         match tasks::finish(db, id, TaskStatus::Succeeded, "", bytes).await {
                             Ok(()) => {
                                 Counters::bump(&counters.handled_ok);
@@ -504,9 +493,7 @@ impl Runtime {
                             "attempt {attempt} failed: {reason}; retrying in {}",
                             human(delay)
                         );
-                        ctx.log(&text);
-                        self.flush_log(&ctx).await;
-                        let bytes = ctx.bytes.swap(0, Ordering::Relaxed);
+                        let bytes = self.end_attempt(&ctx, &text).await;
                         tracing::warn!(outcome = "retry", reason = %reason, delay_ms = delay.as_millis() as u64, "task failed; retrying");
                         if let Err(e) = tasks::retry_later(db, id, &text, bytes).await {
                             // The nak stands: the next delivery starts a new attempt
@@ -521,9 +508,7 @@ impl Runtime {
                         } else {
                             Counters::bump(&counters.failed_transient);
                         }
-                        ctx.log(format!("failed: {reason}"));
-                        self.flush_log(&ctx).await;
-                        let bytes = ctx.bytes.swap(0, Ordering::Relaxed);
+                        let bytes = self.end_attempt(&ctx, format!("failed: {reason}")).await;
                         tracing::warn!(outcome = "failed", reason = %reason, "task failed; dead-lettering");
                         // The copy first: a task marked failed whose message was lost
                         // would leave no trace in the dead letters.
@@ -563,14 +548,7 @@ impl Runtime {
             Err(reason) => {
                 Counters::bump(&counters.malformed);
                 tracing::warn!(reason = %reason, "malformed event");
-                if self
-                    .store_dead_letter(spec, message, delivery, &reason)
-                    .await
-                {
-                    settle(message, AckKind::Term).await;
-                } else {
-                    settle(message, nak_after(&spec.config, delivery)).await;
-                }
+                self.dead_letter(spec, message, delivery, &reason).await;
                 return;
             }
         };
@@ -616,14 +594,7 @@ impl Runtime {
                             Counters::bump(&counters.failed_transient);
                         }
                         tracing::warn!(event_id = %envelope.id, outcome = "failed", reason = %reason, "event handler failed; dead-lettering");
-                        if self
-                            .store_dead_letter(spec, message, delivery, &reason)
-                            .await
-                        {
-                            settle(message, AckKind::Term).await;
-                        } else {
-                            settle(message, nak_after(&spec.config, delivery)).await;
-                        }
+                        self.dead_letter(spec, message, delivery, &reason).await;
                     }
                 }
             }
@@ -709,6 +680,25 @@ impl Runtime {
         }
     }
 
+    /// Copies `message` to the dead letters and terminates it; if the copy fails, naks
+    /// it instead, so it comes back rather than vanish.
+    async fn dead_letter(
+        &self,
+        spec: &Spec,
+        message: &jetstream::Message,
+        delivery: Delivery,
+        reason: &str,
+    ) {
+        if self
+            .store_dead_letter(spec, message, delivery, reason)
+            .await
+        {
+            settle(message, AckKind::Term).await;
+        } else {
+            settle(message, nak_after(&spec.config, delivery)).await;
+        }
+    }
+
     /// Copies `message` to the dead letters. `false`: the copy failed (the caller naks
     /// so the message comes back rather than vanish).
     async fn store_dead_letter(
@@ -736,6 +726,14 @@ impl Runtime {
                 false
             }
         }
+    }
+
+    /// Ends the record of an attempt: logs `line`, writes the buffered log, and takes
+    /// the bytes counted since the last record, for the task row.
+    async fn end_attempt(&self, ctx: &TaskContext, line: impl AsRef<str>) -> i64 {
+        ctx.log(line);
+        self.flush_log(ctx).await;
+        ctx.bytes.swap(0, Ordering::Relaxed)
     }
 
     /// Writes the task's buffered log lines. On failure they stay buffered (bounded)

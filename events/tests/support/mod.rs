@@ -1,166 +1,17 @@
-//! A nats-server with JetStream per test, on a free port with a temporary store, killed
-//! when the test ends (pass or fail).
+//! What the integration tests share besides `berth_events::testing` (a nats-server and
+//! a database of their own): polling, job state with its messages, and reading the
+//! dead letters back.
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
-
-pub struct NatsServer {
-    child: Child,
-    /// The store directory, removed on drop.
-    dir: PathBuf,
-    pub url: String,
-}
-
-/// The nats-server binary: `NATS_SERVER_BIN`, else Debian's path, else `PATH`.
-fn binary() -> PathBuf {
-    if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
-        return PathBuf::from(path);
-    }
-    let debian = PathBuf::from("/usr/sbin/nats-server");
-    if debian.exists() {
-        return debian;
-    }
-    PathBuf::from("nats-server")
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local addr").port()
-}
-
-impl NatsServer {
-    pub async fn start() -> NatsServer {
-        NatsServer::start_on(free_port()).await
-    }
-
-    pub fn free_port() -> u16 {
-        free_port()
-    }
-
-    pub async fn start_on(port: u16) -> NatsServer {
-        let dir = std::env::temp_dir().join(format!("berth-nats-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).expect("create store dir");
-        let log = std::fs::File::create(dir.join("server.log")).expect("log file");
-        let child = Command::new(binary())
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
-            .arg(dir.join("store"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start nats-server");
-        let server = NatsServer {
-            child,
-            dir,
-            url: format!("nats://127.0.0.1:{port}"),
-        };
-        server.wait_ready().await;
-        server
-    }
-
-    async fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // Any answer from the JetStream API means JetStream is up. (async-nats
-            // 0.42's `query_account` cannot parse nats-server 2.9's answer.)
-            if let Ok(client) = async_nats::connect(&self.url).await {
-                if client.request("$JS.API.INFO", "".into()).await.is_ok() {
-                    return;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!("nats-server at {} not ready: {}", self.url, self.log());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    pub async fn client(&self) -> async_nats::Client {
-        async_nats::connect(&self.url).await.expect("connect")
-    }
-
-    pub async fn jetstream(&self) -> jetstream::Context {
-        jetstream::new(self.client().await)
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A throwaway database on the server of `DATABASE_URL` (default 127.0.0.1:5432),
-/// migrated from `migrations/`, dropped when the guard goes.
-pub struct TestDb {
-    pub name: String,
-    pub pool: sqlx::PgPool,
-}
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-fn admin_options() -> sqlx::postgres::PgConnectOptions {
-    use std::str::FromStr;
-    let url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    sqlx::postgres::PgConnectOptions::from_str(&url).expect("DATABASE_URL is a PostgreSQL URL")
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        use sqlx::ConnectOptions;
-        let name = format!("berth_events_rt_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = admin_options()
-            .connect()
-            .await
-            .expect("connect to PostgreSQL");
-        sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(&mut admin)
-            .await
-            .expect("create the test database");
-        let pool = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(8)
-            .connect_with(admin_options().database(&name))
-            .await
-            .expect("connect to the test database");
-        MIGRATOR.run(&pool).await.expect("migrations apply");
-        TestDb { name, pool }
-    }
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop cannot await; a short-lived thread with its own runtime does.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                use sqlx::ConnectOptions;
-                if let Ok(mut conn) = admin_options().connect().await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
+use berth_events::jobs::{executions, tasks, NewExecution, NewTask, Trigger};
+use berth_events::{streams, subject, Envelope, Event, JobRef};
+use futures::StreamExt;
+use serde_json::json;
+use sqlx::PgPool;
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics with `what` after
 /// `timeout` (generous: the machine is small and busy).
@@ -179,4 +30,106 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A new manual execution of `kind`; returns its id.
+pub async fn manual_execution(db: &PgPool, kind: &str) -> i64 {
+    let mut conn = db.acquire().await.expect("connection");
+    executions::create(
+        &mut conn,
+        &NewExecution {
+            kind,
+            vendor_id: 0,
+            trigger: Trigger::Manual,
+            trigger_key: None,
+            extra_attrs: json!({}),
+            created_by: "test",
+        },
+    )
+    .await
+    .expect("create execution")
+    .expect("new execution")
+}
+
+/// A task of `execution` with `payload`, and its message published straight to the
+/// jobs stream (no relay runs in these tests); returns the task's id.
+pub async fn queued_task(
+    db: &PgPool,
+    js: &jetstream::Context,
+    execution: i64,
+    kind: &str,
+    key: &str,
+    payload: serde_json::Value,
+) -> i64 {
+    let mut tx = db.begin().await.expect("tx");
+    let id = tasks::enqueue(
+        &mut tx,
+        execution,
+        kind,
+        &NewTask {
+            natural_key: key,
+            destination: "default",
+            payload,
+        },
+        "/berth/test",
+    )
+    .await
+    .expect("enqueue")
+    .expect("new task");
+    tx.commit().await.expect("commit");
+    let event = Event::JobRequested {
+        job: JobRef {
+            execution_id: execution,
+            task_id: id,
+            kind: kind.into(),
+            destination: "default".into(),
+        },
+    };
+    let payload = serde_json::to_vec(&Envelope::new(&event, "/t")).expect("json");
+    js.publish(subject::for_event(&event), payload.into())
+        .await
+        .expect("publish")
+        .await
+        .expect("publish ack");
+    id
+}
+
+/// The dead letters stored so far: (subject, headers, payload).
+pub async fn dead_letters(
+    js: &jetstream::Context,
+) -> Vec<(String, async_nats::HeaderMap, Vec<u8>)> {
+    let stream = js
+        .get_stream(streams::DEAD_LETTER_STREAM)
+        .await
+        .expect("dead letter stream");
+    let consumer = stream
+        .create_consumer(jetstream::consumer::pull::Config {
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .expect("ephemeral consumer");
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(100)
+        .messages()
+        .await
+        .expect("fetch");
+    while let Some(Ok(message)) = batch.next().await {
+        out.push((
+            message.subject.to_string(),
+            message.headers.clone().unwrap_or_default(),
+            message.payload.to_vec(),
+        ));
+    }
+    out
+}
+
+/// Header `name` of a message ("" when absent).
+pub fn header(headers: &async_nats::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
 }

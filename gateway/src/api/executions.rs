@@ -22,21 +22,19 @@ use axum::response::{IntoResponse, Response};
 use berth_access::audit;
 use berth_events::control::{self, Control};
 use berth_events::jobs::{
-    executions, tasks, Execution, ExecutionStatus, JobsError, NewExecution, NewTask, Task,
-    TaskCounts, TaskStatus, Trigger,
+    executions, tasks, Execution, ExecutionFilter, ExecutionStatus, JobsError, ListPage,
+    NewExecution, NewTask, Task, TaskCounts, TaskFilter, TaskStatus, Trigger,
 };
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
-use uuid::Uuid;
 
 use super::error::{ApiError, ApiResult, ErrorsBody};
 use super::extract::{ApiPath, ApiQuery, Caller};
 use super::json::{self, ApiJson, JsonBody};
-use super::pagination::paged;
+use super::pagination::{paged, Page};
 use super::query::{ListParams, Query, Sort};
 use super::{harbor_time, BASE_PATH};
 use crate::events::SOURCE;
@@ -296,9 +294,14 @@ pub(crate) fn log_response(log: String) -> Response {
         .into_response()
 }
 
+// ---- Listing filters ----------------------------------------------------------------
+//
+// The queries are `berth_events::jobs::{executions, tasks}::list`; this API only turns
+// its `q` (Harbor's words or Berth's) into their filters.
+
 /// The Berth statuses each word of a `status` filter stands for: Berth's own words
 /// and Harbor's (case does not matter). `Stopped` covers every way of being stopped.
-fn status_filter(q: &Query, words: &[(&str, &[&'static str])]) -> ApiResult<Option<Vec<String>>> {
+fn status_filter<S: Copy>(q: &Query, words: &[(&str, &[S])]) -> ApiResult<Option<Vec<S>>> {
     let Some(asked) = q.one_of("status")? else {
         return Ok(None);
     };
@@ -312,274 +315,86 @@ fn status_filter(q: &Query, words: &[(&str, &[&'static str])]) -> ApiResult<Opti
                 known.join(", ")
             )));
         };
-        statuses.extend(meaning.iter().map(|s| (*s).to_owned()));
+        statuses.extend_from_slice(meaning);
     }
     Ok(Some(statuses))
 }
 
-const EXECUTION_STATUS_WORDS: [(&str, &[&str]); 8] = [
-    ("pending", &["pending"]),
-    ("running", &["running"]),
-    ("succeeded", &["succeeded"]),
-    ("success", &["succeeded"]),
-    ("failed", &["failed"]),
-    ("error", &["failed"]),
-    ("cancelled", &["cancelled"]),
-    ("stopped", &["cancelled"]),
+const EXECUTION_STATUS_WORDS: [(&str, &[ExecutionStatus]); 8] = [
+    ("pending", &[ExecutionStatus::Pending]),
+    ("running", &[ExecutionStatus::Running]),
+    ("succeeded", &[ExecutionStatus::Succeeded]),
+    ("success", &[ExecutionStatus::Succeeded]),
+    ("failed", &[ExecutionStatus::Failed]),
+    ("error", &[ExecutionStatus::Failed]),
+    ("cancelled", &[ExecutionStatus::Cancelled]),
+    ("stopped", &[ExecutionStatus::Cancelled]),
 ];
 
-const TASK_STATUS_WORDS: [(&str, &[&str]); 10] = [
-    ("pending", &["pending"]),
-    ("running", &["running"]),
-    ("succeeded", &["succeeded"]),
-    ("success", &["succeeded"]),
-    ("failed", &["failed"]),
-    ("error", &["failed"]),
-    ("cancelled", &["cancelled"]),
-    ("skipped", &["skipped"]),
-    ("stopped", &["cancelled", "skipped"]),
+const TASK_STATUS_WORDS: [(&str, &[TaskStatus]); 10] = [
+    ("pending", &[TaskStatus::Pending]),
+    ("running", &[TaskStatus::Running]),
+    ("succeeded", &[TaskStatus::Succeeded]),
+    ("success", &[TaskStatus::Succeeded]),
+    ("failed", &[TaskStatus::Failed]),
+    ("error", &[TaskStatus::Failed]),
+    ("cancelled", &[TaskStatus::Cancelled]),
+    ("skipped", &[TaskStatus::Skipped]),
+    ("stopped", &[TaskStatus::Cancelled, TaskStatus::Skipped]),
     // Harbor's periodic tasks; Berth has none, so it matches nothing.
     ("scheduled", &[]),
 ];
 
-// ---- Queries ------------------------------------------------------------------------
-//
-// The listings live here rather than in `berth_events::jobs`: they exist for this API's
-// filters and sort keys, and no worker needs them.
-
-/// What `GET /executions` filters on; `None` is no filter.
-#[derive(Debug, Default)]
-struct ExecutionFilter {
-    kinds: Option<Vec<String>>,
-    statuses: Option<Vec<String>>,
-    triggers: Option<Vec<String>>,
-    vendor_id: Option<i64>,
-}
-
-impl ExecutionFilter {
-    fn from_query(q: &Query) -> ApiResult<ExecutionFilter> {
-        q.only(&["kind", "vendor_type", "status", "trigger", "vendor_id"])?;
-        // `vendor_type=ECHO` (Harbor's spelling) and `kind=echo` name the same thing.
-        let mut kinds: Option<Vec<String>> = None;
-        for key in ["kind", "vendor_type"] {
-            if let Some(values) = q.one_of(key)? {
-                kinds
-                    .get_or_insert_with(Vec::new)
-                    .extend(values.iter().map(|v| v.to_ascii_lowercase()));
-            }
+/// What `GET /executions` filters on, from its `q`.
+fn execution_filter(q: &Query) -> ApiResult<ExecutionFilter> {
+    q.only(&["kind", "vendor_type", "status", "trigger", "vendor_id"])?;
+    // `vendor_type=ECHO` (Harbor's spelling) and `kind=echo` name the same thing.
+    let mut kinds: Option<Vec<String>> = None;
+    for key in ["kind", "vendor_type"] {
+        if let Some(values) = q.one_of(key)? {
+            kinds
+                .get_or_insert_with(Vec::new)
+                .extend(values.iter().map(|v| v.to_ascii_lowercase()));
         }
-        let triggers = match q.one_of("trigger")? {
-            None => None,
-            Some(words) => Some(
-                words
-                    .iter()
-                    .map(|w| {
-                        Trigger::parse(&w.to_ascii_lowercase())
-                            .map(|t| t.as_str().to_owned())
-                            .ok_or_else(|| {
-                                ApiError::bad_request(format!(
-                                    "unknown trigger {w:?}; use MANUAL, EVENT or SCHEDULE"
-                                ))
-                            })
+    }
+    let triggers = match q.one_of("trigger")? {
+        None => None,
+        Some(words) => Some(
+            words
+                .iter()
+                .map(|w| {
+                    Trigger::parse(&w.to_ascii_lowercase()).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "unknown trigger {w:?}; use MANUAL, EVENT or SCHEDULE"
+                        ))
                     })
-                    .collect::<ApiResult<Vec<_>>>()?,
-            ),
-        };
-        let vendor_id = match q.exact("vendor_id")? {
-            None => None,
-            Some(v) => Some(v.parse::<i64>().map_err(|_| {
-                ApiError::bad_request(format!("vendor_id {v:?} is not an integer"))
-            })?),
-        };
-        Ok(ExecutionFilter {
-            kinds,
-            statuses: status_filter(q, &EXECUTION_STATUS_WORDS)?,
-            triggers,
-            vendor_id,
-        })
+                })
+                .collect::<ApiResult<Vec<_>>>()?,
+        ),
+    };
+    let vendor_id = match q.exact("vendor_id")? {
+        None => None,
+        Some(v) => Some(
+            v.parse::<i64>()
+                .map_err(|_| ApiError::bad_request(format!("vendor_id {v:?} is not an integer")))?,
+        ),
+    };
+    Ok(ExecutionFilter {
+        kinds,
+        statuses: status_filter(q, &EXECUTION_STATUS_WORDS)?,
+        triggers,
+        vendor_id,
+    })
+}
+
+/// The page and order `berth_events::jobs` lists by.
+fn list_page<'a>(page: Page, sort: Sort<'a>) -> ListPage<'a> {
+    ListPage {
+        sort_key: sort.key,
+        descending: sort.descending,
+        limit: page.limit(),
+        offset: page.offset(),
     }
-}
-
-struct ExecutionRow {
-    id: i64,
-    kind: String,
-    vendor_id: i64,
-    trigger: String,
-    trigger_key: Option<String>,
-    status: String,
-    status_message: String,
-    cancel_requested_at: Option<DateTime<Utc>>,
-    extra_attrs: serde_json::Value,
-    created_by: String,
-    start_time: DateTime<Utc>,
-    end_time: Option<DateTime<Utc>>,
-}
-
-impl From<ExecutionRow> for Execution {
-    fn from(r: ExecutionRow) -> Execution {
-        Execution {
-            id: r.id,
-            kind: r.kind,
-            vendor_id: r.vendor_id,
-            // The table's CHECK constraints admit only the words `parse` knows.
-            trigger: Trigger::parse(&r.trigger).unwrap_or(Trigger::Manual),
-            trigger_key: r.trigger_key,
-            status: ExecutionStatus::parse(&r.status).unwrap_or(ExecutionStatus::Failed),
-            status_message: r.status_message,
-            cancel_requested_at: r.cancel_requested_at,
-            extra_attrs: r.extra_attrs,
-            created_by: r.created_by,
-            start_time: r.start_time,
-            end_time: r.end_time,
-        }
-    }
-}
-
-async fn count_executions(conn: &mut PgConnection, f: &ExecutionFilter) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM executions
-           WHERE ($1::text[] IS NULL OR kind = ANY($1))
-             AND ($2::text[] IS NULL OR status = ANY($2))
-             AND ($3::text[] IS NULL OR trigger = ANY($3))
-             AND ($4::bigint IS NULL OR vendor_id = $4)"#,
-        f.kinds.as_deref(),
-        f.statuses.as_deref(),
-        f.triggers.as_deref(),
-        f.vendor_id
-    )
-    .fetch_one(conn)
-    .await?)
-}
-
-async fn select_executions(
-    conn: &mut PgConnection,
-    f: &ExecutionFilter,
-    sort: Sort<'_>,
-    limit: i64,
-    offset: i64,
-) -> ApiResult<Vec<Execution>> {
-    let rows = sqlx::query_as!(
-        ExecutionRow,
-        r#"SELECT id, kind, vendor_id, trigger, trigger_key, status, status_message,
-                  cancel_requested_at, extra_attrs, created_by, start_time, end_time
-           FROM executions
-           WHERE ($1::text[] IS NULL OR kind = ANY($1))
-             AND ($2::text[] IS NULL OR status = ANY($2))
-             AND ($3::text[] IS NULL OR trigger = ANY($3))
-             AND ($4::bigint IS NULL OR vendor_id = $4)
-           ORDER BY
-               CASE WHEN $5 = 'start_time' AND NOT $6 THEN start_time END ASC,
-               CASE WHEN $5 = 'start_time' AND $6 THEN start_time END DESC,
-               CASE WHEN $5 = 'end_time' AND NOT $6 THEN end_time END ASC,
-               CASE WHEN $5 = 'end_time' AND $6 THEN end_time END DESC,
-               CASE WHEN $6 THEN id END DESC,
-               id ASC
-           LIMIT $7 OFFSET $8"#,
-        f.kinds.as_deref(),
-        f.statuses.as_deref(),
-        f.triggers.as_deref(),
-        f.vendor_id,
-        sort.key,
-        sort.descending,
-        limit,
-        offset
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(Execution::from).collect())
-}
-
-struct TaskRow {
-    id: i64,
-    execution_id: i64,
-    kind: String,
-    natural_key: String,
-    destination: String,
-    payload: serde_json::Value,
-    status: String,
-    status_message: String,
-    attempts: i32,
-    bytes: i64,
-    worker_id: Option<Uuid>,
-    cancel_requested_at: Option<DateTime<Utc>>,
-    created_at: DateTime<Utc>,
-    started_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-impl From<TaskRow> for Task {
-    fn from(r: TaskRow) -> Task {
-        Task {
-            id: r.id,
-            execution_id: r.execution_id,
-            kind: r.kind,
-            natural_key: r.natural_key,
-            destination: r.destination,
-            payload: r.payload,
-            // The table's CHECK constraint admits only the words `parse` knows.
-            status: TaskStatus::parse(&r.status).unwrap_or(TaskStatus::Failed),
-            status_message: r.status_message,
-            attempts: r.attempts,
-            bytes: r.bytes,
-            worker_id: r.worker_id,
-            cancel_requested_at: r.cancel_requested_at,
-            created_at: r.created_at,
-            started_at: r.started_at,
-            updated_at: r.updated_at,
-            ended_at: r.ended_at,
-        }
-    }
-}
-
-async fn count_tasks(
-    conn: &mut PgConnection,
-    execution_id: i64,
-    statuses: Option<&[String]>,
-) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM tasks
-           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))"#,
-        execution_id,
-        statuses
-    )
-    .fetch_one(conn)
-    .await?)
-}
-
-async fn select_tasks(
-    conn: &mut PgConnection,
-    execution_id: i64,
-    statuses: Option<&[String]>,
-    sort: Sort<'_>,
-    limit: i64,
-    offset: i64,
-) -> ApiResult<Vec<Task>> {
-    let rows = sqlx::query_as!(
-        TaskRow,
-        r#"SELECT id, execution_id, kind, natural_key, destination, payload, status,
-                  status_message, attempts, bytes, worker_id, cancel_requested_at,
-                  created_at, started_at, updated_at, ended_at
-           FROM tasks
-           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
-           ORDER BY
-               CASE WHEN $3 = 'start_time' AND NOT $4 THEN started_at END ASC,
-               CASE WHEN $3 = 'start_time' AND $4 THEN started_at END DESC,
-               CASE WHEN $3 = 'end_time' AND NOT $4 THEN ended_at END ASC,
-               CASE WHEN $3 = 'end_time' AND $4 THEN ended_at END DESC,
-               CASE WHEN $4 THEN id END DESC,
-               id ASC
-           LIMIT $5 OFFSET $6"#,
-        execution_id,
-        statuses,
-        sort.key,
-        sort.descending,
-        limit,
-        offset
-    )
-    .fetch_all(conn)
-    .await?;
-    Ok(rows.into_iter().map(Task::from).collect())
 }
 
 fn execution_not_found(id: i64) -> ApiError {
@@ -600,8 +415,8 @@ async fn execution_body(conn: &mut PgConnection, id: i64) -> ApiResult<Execution
 
 // ---- Handlers -----------------------------------------------------------------------
 
-const EXECUTION_SORT_KEYS: [&str; 3] = ["id", "start_time", "end_time"];
-const TASK_SORT_KEYS: [&str; 3] = ["id", "start_time", "end_time"];
+/// The sort keys of both listings (those `berth_events::jobs::ListPage` knows).
+const SORT_KEYS: [&str; 3] = ["id", "start_time", "end_time"];
 
 /// Executions of every kind, newest first by default. `q` keys: `kind` (or Harbor's
 /// `vendor_type`), `status` (Harbor's or Berth's word), `trigger`, `vendor_id`.
@@ -630,16 +445,15 @@ async fn list_executions(
     caller.require_sysadmin()?;
     let page = params.page()?;
     let sort = params.sort(
-        &EXECUTION_SORT_KEYS,
+        &SORT_KEYS,
         Sort {
             key: "id",
             descending: true,
         },
     )?;
-    let filter = ExecutionFilter::from_query(&params.query()?)?;
+    let filter = execution_filter(&params.query()?)?;
     let mut conn = state.db.acquire().await?;
-    let total = count_executions(&mut conn, &filter).await?;
-    let found = select_executions(&mut conn, &filter, sort, page.limit(), page.offset()).await?;
+    let (found, total) = executions::list(&mut conn, &filter, list_page(page, sort)).await?;
     let ids: Vec<i64> = found.iter().map(|e| e.id).collect();
     let mut counts = executions::counts(&mut *conn, &ids).await?;
     let items: Vec<ExecutionBody> = found
@@ -834,7 +648,7 @@ async fn list_tasks(
     caller.require_sysadmin()?;
     let page = params.page()?;
     let sort = params.sort(
-        &TASK_SORT_KEYS,
+        &SORT_KEYS,
         Sort {
             key: "id",
             descending: false,
@@ -842,21 +656,14 @@ async fn list_tasks(
     )?;
     let q = params.query()?;
     q.only(&["status"])?;
-    let statuses = status_filter(&q, &TASK_STATUS_WORDS)?;
+    let filter = TaskFilter {
+        statuses: status_filter(&q, &TASK_STATUS_WORDS)?,
+    };
     let mut conn = state.db.acquire().await?;
     if executions::get(&mut *conn, id).await?.is_none() {
         return Err(execution_not_found(id));
     }
-    let total = count_tasks(&mut conn, id, statuses.as_deref()).await?;
-    let found = select_tasks(
-        &mut conn,
-        id,
-        statuses.as_deref(),
-        sort,
-        page.limit(),
-        page.offset(),
-    )
-    .await?;
+    let (found, total) = tasks::list(&mut conn, id, &filter, list_page(page, sort)).await?;
     let items: Vec<TaskBody> = found.into_iter().map(TaskBody::from).collect();
     Ok(paged(&uri, page, total, items))
 }

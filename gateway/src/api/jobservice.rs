@@ -51,8 +51,8 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(3);
 /// is PostgreSQL's.
 pub const JETSTREAM_UNREACHABLE_HEADER: &str = "x-berth-jetstream";
 
-/// Harbor's `all`: every queue, or every pool.
-const ALL: &str = "all";
+/// Harbor's `all`: every queue, every pool, or every job type.
+pub(crate) const ALL: &str = "all";
 
 /// Harbor's `JobQueue`, with Berth's `count_source`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -204,9 +204,10 @@ async fn jetstream_pending(
     }
 }
 
-/// The queues PostgreSQL knows of: the manually startable kinds, and kinds with
-/// pending tasks, with unfinished executions or with a `job_queues` row.
-async fn database_kinds(state: &AppState) -> ApiResult<BTreeSet<String>> {
+/// The kinds PostgreSQL knows of: the manually startable kinds, and kinds with a queue
+/// row, a schedule, a registered worker process, pending tasks or unfinished
+/// executions. It does not depend on NATS.
+pub(crate) async fn database_kinds(state: &AppState) -> ApiResult<BTreeSet<String>> {
     let mut kinds: BTreeSet<String> = MANUAL_KINDS.iter().map(|k| (*k).to_owned()).collect();
     kinds.extend(queues::known_kinds(&state.db).await?);
     Ok(kinds)

@@ -1085,6 +1085,29 @@ impl ApiClient {
         response.json().await.unwrap()
     }
 
+    /// `GET` of a list that must answer 200 with a JSON array: the items, and the
+    /// `X-Total-Count` and `Link` headers where the answer has them.
+    pub async fn get_list(
+        &self,
+        path: &str,
+    ) -> (Vec<serde_json::Value>, Option<i64>, Option<String>) {
+        let response = expect_status(self.get(path).await, 200, path).await;
+        let total = response
+            .headers()
+            .get("x-total-count")
+            .map(|_| total_count(&response));
+        let link = response
+            .headers()
+            .get("link")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let body: serde_json::Value = response.json().await.unwrap();
+        let items = body
+            .as_array()
+            .unwrap_or_else(|| panic!("GET {path}: not a list: {body}"))
+            .clone();
+        (items, total, link)
+    }
+
     /// Creates a project (`public` or private) as this client; asserts 201.
     pub async fn create_project(&self, name: &str, public: bool) {
         let body = serde_json::json!({
@@ -1109,6 +1132,11 @@ pub async fn assert_empty(response: Response, status: u16, what: &str) {
 /// [`assert_empty`] with 200.
 pub async fn assert_empty_ok(response: Response, what: &str) {
     assert_empty(response, 200, what).await
+}
+
+/// The `id` of each item of a list answer, in order.
+pub fn ids(items: &[serde_json::Value]) -> Vec<i64> {
+    items.iter().map(|i| i["id"].as_i64().unwrap()).collect()
 }
 
 /// A list answer's `X-Total-Count`.

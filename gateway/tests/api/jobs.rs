@@ -12,7 +12,7 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_api_error, assert_empty_ok, expect_status, total_count, ApiClient, NatsServer, TestApp,
+    assert_api_error, assert_empty_ok, expect_status, ids, ApiClient, NatsServer, TestApp,
 };
 
 /// Starts an `echo` execution with `payloads` as the admin; returns its id.
@@ -66,25 +66,6 @@ async fn requested_tasks(app: &TestApp) -> Vec<i64> {
             _ => None,
         })
         .collect()
-}
-
-/// `GET` that must answer 200 with JSON; returns the JSON and `X-Total-Count`, if any.
-async fn get_list(api: &ApiClient, path: &str) -> (Vec<Value>, Option<i64>, Option<String>) {
-    let response = expect_status(api.get(path).await, 200, path).await;
-    let total = response
-        .headers()
-        .get("x-total-count")
-        .map(|_| total_count(&response));
-    let link = response
-        .headers()
-        .get("link")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body: Value = response.json().await.unwrap();
-    (body.as_array().unwrap().clone(), total, link)
-}
-
-fn ids(items: &[Value]) -> Vec<i64> {
-    items.iter().map(|i| i["id"].as_i64().unwrap()).collect()
 }
 
 async fn put_raw(api: &ApiClient, path: &str, body: &'static str) -> reqwest::Response {
@@ -155,7 +136,7 @@ async fn a_started_execution_reads_in_harbors_shapes() {
         1
     );
 
-    let (tasks, total, link) = get_list(&api, &format!("/executions/{id}/tasks")).await;
+    let (tasks, total, link) = api.get_list(&format!("/executions/{id}/tasks")).await;
     assert_eq!(total, Some(3));
     assert_eq!(link, None);
     assert_eq!(ids(&tasks), tasks_in_db);
@@ -175,17 +156,22 @@ async fn a_started_execution_reads_in_harbors_shapes() {
     assert_eq!(tasks[2]["extra_attrs"]["payload"], json!("two"));
 
     // Paging over tasks.
-    let (first, total, link) = get_list(&api, &format!("/executions/{id}/tasks?page_size=2")).await;
+    let (first, total, link) = api
+        .get_list(&format!("/executions/{id}/tasks?page_size=2"))
+        .await;
     assert_eq!((ids(&first), total), (tasks_in_db[..2].to_vec(), Some(3)));
     let link = link.expect("a next link");
     assert!(
         link.contains("page=2") && link.ends_with("rel=\"next\""),
         "{link}"
     );
-    let (second, _, _) =
-        get_list(&api, &format!("/executions/{id}/tasks?page=2&page_size=2")).await;
+    let (second, _, _) = api
+        .get_list(&format!("/executions/{id}/tasks?page=2&page_size=2"))
+        .await;
     assert_eq!(ids(&second), tasks_in_db[2..].to_vec());
-    let (newest_first, _, _) = get_list(&api, &format!("/executions/{id}/tasks?sort=-id")).await;
+    let (newest_first, _, _) = api
+        .get_list(&format!("/executions/{id}/tasks?sort=-id"))
+        .await;
     assert_eq!(
         ids(&newest_first),
         tasks_in_db.iter().rev().copied().collect::<Vec<_>>()
@@ -233,7 +219,7 @@ async fn execution_lists_filter_sort_and_page() {
     .unwrap();
     drop(conn);
 
-    let (all, total, _) = get_list(&api, "/executions").await;
+    let (all, total, _) = api.get_list("/executions").await;
     assert_eq!(total, Some(4));
     assert_eq!(
         ids(&all),
@@ -263,12 +249,12 @@ async fn execution_lists_filter_sort_and_page() {
         ("sort=id", vec![first, second, third, scheduled]),
     ];
     for (query, expected) in cases {
-        let (items, total, _) = get_list(&api, &format!("/executions?{query}")).await;
+        let (items, total, _) = api.get_list(&format!("/executions?{query}")).await;
         assert_eq!(ids(&items), expected, "{query}");
         assert_eq!(total, Some(expected.len() as i64), "{query}");
     }
 
-    let (page, total, link) = get_list(&api, "/executions?page=2&page_size=3&sort=id").await;
+    let (page, total, link) = api.get_list("/executions?page=2&page_size=3&sort=id").await;
     assert_eq!((ids(&page), total), (vec![scheduled], Some(4)));
     assert!(link.unwrap().contains("rel=\"prev\""));
 
@@ -321,8 +307,9 @@ async fn stopping_skips_pending_tasks_and_stopping_again_changes_nothing() {
     assert_eq!(execution["cancel_requested"], true);
     assert_eq!(execution["metrics"]["running_task_count"], 1);
     assert_eq!(execution["metrics"]["stopped_task_count"], 2);
-    let (skipped, _, _) =
-        get_list(&api, &format!("/executions/{id}/tasks?q=status%3Dskipped")).await;
+    let (skipped, _, _) = api
+        .get_list(&format!("/executions/{id}/tasks?q=status%3Dskipped"))
+        .await;
     assert_eq!(ids(&skipped), task[1..].to_vec());
     assert!(skipped.iter().all(|t| t["status"] == "Stopped"));
     let cancelled: Vec<i64> = outbox_events(&app)
@@ -353,10 +340,11 @@ async fn stopping_skips_pending_tasks_and_stopping_again_changes_nothing() {
     assert_eq!(execution["berth_status"], "cancelled");
     assert_eq!(execution["metrics"]["stopped_task_count"], 3);
     assert!(execution["end_time"].is_string());
-    let (stopped, total, _) =
-        get_list(&api, &format!("/executions/{id}/tasks?q=status%3DStopped")).await;
+    let (stopped, total, _) = api
+        .get_list(&format!("/executions/{id}/tasks?q=status%3DStopped"))
+        .await;
     assert_eq!((ids(&stopped), total), (task.clone(), Some(3)));
-    let (listed, _, _) = get_list(&api, "/executions?q=status%3DStopped").await;
+    let (listed, _, _) = api.get_list("/executions?q=status%3DStopped").await;
     assert_eq!(ids(&listed), vec![id]);
 
     // Stopping a stopped execution is a no-op that succeeds, as in Harbor.
@@ -402,7 +390,9 @@ async fn retry_requeues_the_failed_tasks_of_a_finished_execution() {
     assert_eq!(execution["status"], "Error");
     assert_eq!(execution["metrics"]["error_task_count"], 1);
     assert_eq!(execution["metrics"]["success_task_count"], 1);
-    let (failed, _, _) = get_list(&api, &format!("/executions/{id}/tasks?q=status%3DError")).await;
+    let (failed, _, _) = api
+        .get_list(&format!("/executions/{id}/tasks?q=status%3DError"))
+        .await;
     assert_eq!(ids(&failed), vec![task[0]]);
     assert_eq!(failed[0]["status_message"], "boom");
     assert_eq!(failed[0]["run_count"], 1);
@@ -639,7 +629,7 @@ async fn queues_answer_from_postgresql_without_nats_and_pause_resume_stop() {
         .execute(&app.db)
         .await
         .unwrap();
-    let (queues, _, _) = get_list(&api, "/jobservice/queues").await;
+    let (queues, _, _) = api.get_list("/jobservice/queues").await;
     let echo = queue(&queues, "echo");
     assert_eq!(echo["count"], 3);
     let latency = echo["latency"].as_i64().unwrap();
@@ -660,14 +650,14 @@ async fn queues_answer_from_postgresql_without_nats_and_pause_resume_stop() {
         .await;
     assert_empty_ok(response, "pause echo").await;
     assert_eq!(paused("echo").await, Some(true));
-    let (queues, _, _) = get_list(&api, "/jobservice/queues").await;
+    let (queues, _, _) = api.get_list("/jobservice/queues").await;
     assert_eq!(queue(&queues, "echo")["paused"], true);
     // A kind no worker runs yet can be paused ahead of time; it is listed from then on.
     let response = api
         .put("/jobservice/queues/scan", json!({"action": "pause"}))
         .await;
     assert_empty_ok(response, "pause scan").await;
-    let (queues, _, _) = get_list(&api, "/jobservice/queues").await;
+    let (queues, _, _) = api.get_list("/jobservice/queues").await;
     assert_eq!(queue(&queues, "scan")["paused"], true);
     assert_eq!(queue(&queues, "scan")["count"], 0);
     let response = api
@@ -678,7 +668,7 @@ async fn queues_answer_from_postgresql_without_nats_and_pause_resume_stop() {
         (paused("echo").await, paused("scan").await),
         (Some(false), Some(false))
     );
-    let (queues, _, _) = get_list(&api, "/jobservice/queues").await;
+    let (queues, _, _) = api.get_list("/jobservice/queues").await;
     assert!(queues.iter().all(|q| q["paused"] == false), "{queues:?}");
     assert_eq!(app.audit_count("pause", "job_queue", "echo").await, 1);
     assert_eq!(app.audit_count("resume", "job_queue", "scan").await, 1);
@@ -695,7 +685,7 @@ async fn queues_answer_from_postgresql_without_nats_and_pause_resume_stop() {
             "Stopped"
         );
     }
-    let (queues, _, _) = get_list(&api, "/jobservice/queues").await;
+    let (queues, _, _) = api.get_list("/jobservice/queues").await;
     assert_eq!(queue(&queues, "echo")["count"], 0);
     assert_eq!(queue(&queues, "echo")["latency"], 0);
 }

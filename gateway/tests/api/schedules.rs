@@ -7,9 +7,7 @@ use berth_events::schedules;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    assert_api_error, assert_empty_ok, expect_status, total_count, ApiClient, TestApp,
-};
+use crate::helpers::{assert_api_error, assert_empty_ok, ids, ApiClient, TestApp};
 
 async fn upsert(app: &TestApp, kind: &str, vendor_id: i64, cron: &str) -> i64 {
     schedules::upsert(&app.db, kind, vendor_id, cron, &json!({}))
@@ -17,21 +15,10 @@ async fn upsert(app: &TestApp, kind: &str, vendor_id: i64, cron: &str) -> i64 {
         .unwrap()
 }
 
-/// `GET /schedules...`: the items, `X-Total-Count` and `Link`.
+/// `GET /schedules{query}`: the items, `X-Total-Count` (always sent) and `Link`.
 async fn list(api: &ApiClient, query: &str) -> (Vec<Value>, i64, Option<String>) {
-    let path = format!("/schedules{query}");
-    let response = expect_status(api.get(&path).await, 200, &path).await;
-    let total = total_count(&response);
-    let link = response
-        .headers()
-        .get("link")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body: Value = response.json().await.unwrap();
-    (body.as_array().unwrap().clone(), total, link)
-}
-
-fn ids(items: &[Value]) -> Vec<i64> {
-    items.iter().map(|i| i["id"].as_i64().unwrap()).collect()
+    let (items, total, link) = api.get_list(&format!("/schedules{query}")).await;
+    (items, total.expect("X-Total-Count on /schedules"), link)
 }
 
 fn time(value: &Value) -> DateTime<Utc> {

@@ -1,5 +1,6 @@
 //! The pipeline harness: every test gets a fresh PostgreSQL database, its own
-//! nats-server (which it can stop and restart on the same port and store), the gateway
+//! nats-server (which it can stop and restart on the same port and store; both from
+//! `berth_events::testing`), the gateway
 //! and any number of `berth-workers echo` processes as children, plus clients for the
 //! registry, the management API, JetStream and the database.
 //!
@@ -21,11 +22,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
+use berth_events::testing::{free_port, NatsServer, TestDatabase};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 use tempfile::TempDir;
 
 pub use berth_events::streams::{DEAD_LETTER_STREAM, EVENTS_STREAM, JOBS_STREAM};
@@ -71,130 +72,7 @@ pub fn check(condition: bool, observation: impl Display) -> Result<(), String> {
     }
 }
 
-// --- PostgreSQL --------------------------------------------------------------------
-
-/// The PostgreSQL server tests create their databases on.
-fn admin_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
-}
-
-fn url_for_database(admin: &str, database: &str) -> String {
-    let mut url = url::Url::parse(admin).expect("DATABASE_URL is a URL");
-    url.set_path(&format!("/{database}"));
-    url.to_string()
-}
-
-/// The migrations the gateway runs at start, applied to a template database that each
-/// test clones: cloning takes milliseconds, migrating on every start would not.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// The template's name changes whenever the migrations do, so a stale template is
-/// never cloned.
-fn template_name() -> String {
-    let mut hasher = Sha256::new();
-    for migration in MIGRATOR.iter() {
-        hasher.update(&migration.checksum);
-    }
-    format!(
-        "berth_workers_template_{}",
-        &hex::encode(hasher.finalize())[..16]
-    )
-}
-
-/// A database of its own for one test, dropped (best effort) when the test ends.
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> TestDatabase {
-        let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("connect to {admin} (DATABASE_URL): {e}"));
-        let template = template_name();
-        // Tests (and test binaries) race to build the template; one does it.
-        sqlx::query("SELECT pg_advisory_lock(4242002)")
-            .execute(&mut conn)
-            .await
-            .expect("template lock");
-        let exists: bool =
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-                .bind(&template)
-                .fetch_one(&mut conn)
-                .await
-                .expect("look for the template");
-        if !exists {
-            let building = format!("{template}_building");
-            for statement in [
-                format!("DROP DATABASE IF EXISTS {building}"),
-                format!("CREATE DATABASE {building}"),
-            ] {
-                sqlx::query(&statement)
-                    .execute(&mut conn)
-                    .await
-                    .unwrap_or_else(|e| panic!("{statement}: {e}"));
-            }
-            let mut tconn = PgConnection::connect(&url_for_database(&admin, &building))
-                .await
-                .expect("connect to the template being built");
-            MIGRATOR
-                .run(&mut tconn)
-                .await
-                .expect("migrations apply to the template");
-            tconn.close().await.expect("close the template connection");
-            sqlx::query(&format!("ALTER DATABASE {building} RENAME TO {template}"))
-                .execute(&mut conn)
-                .await
-                .expect("rename the template");
-        }
-        let name = format!("berth_workers_test_{}", uuid::Uuid::new_v4().simple());
-        sqlx::query(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
-            .execute(&mut conn)
-            .await
-            .expect("clone the template");
-        sqlx::query("SELECT pg_advisory_unlock(4242002)")
-            .execute(&mut conn)
-            .await
-            .expect("template unlock");
-        let url = url_for_database(&admin, &name);
-        TestDatabase { name, url }
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop may run inside or outside a runtime; a thread with its own runtime does
-        // the async work either way.
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await;
-                }
-            });
-        })
-        .join();
-    }
-}
-
 // --- Child processes ---------------------------------------------------------------
-
-/// A free TCP port on 127.0.0.1 (free when asked; nothing reserves it).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local address").port()
-}
 
 /// A child process whose stdout and stderr go to `log`; killed on drop.
 pub struct ChildProcess {
@@ -282,106 +160,6 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
-}
-
-// --- NATS --------------------------------------------------------------------------
-
-/// A nats-server with JetStream for one test, which can be stopped and started again
-/// on the same port and store directory (its streams survive, as in production).
-pub struct Nats {
-    pub port: u16,
-    store: PathBuf,
-    log: PathBuf,
-    process: Option<ChildProcess>,
-}
-
-/// The nats-server binary: `$NATS_SERVER`, else Debian's.
-fn nats_server_binary() -> PathBuf {
-    std::env::var_os("NATS_SERVER")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/nats-server"))
-}
-
-impl Nats {
-    pub async fn start(dir: &Path) -> Nats {
-        let store = dir.join("nats-store");
-        std::fs::create_dir_all(&store).expect("create the NATS store directory");
-        let mut nats = Nats {
-            port: free_port(),
-            store,
-            log: dir.join("nats.log"),
-            process: None,
-        };
-        nats.restart().await;
-        nats
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts the server (again) and waits until JetStream answers.
-    pub async fn restart(&mut self) {
-        assert!(self.process.is_none(), "NATS is already running");
-        let binary = nats_server_binary();
-        assert!(
-            binary.exists(),
-            "{} is missing: install nats-server (scripts/deps.sh test does), or name it in \
-             NATS_SERVER",
-            binary.display()
-        );
-        let mut command = Command::new(binary);
-        command
-            .arg("-js")
-            .args(["-a", "127.0.0.1"])
-            .args(["-p", &self.port.to_string()])
-            .arg("-sd")
-            .arg(&self.store);
-        self.process = Some(ChildProcess::spawn("nats-server", command, &self.log));
-        let url = self.url();
-        let process = &mut self.process;
-        eventually("nats-server answers JetStream requests", DEADLINE, || {
-            let url = url.clone();
-            let exited = process.as_mut().and_then(|p| p.exited());
-            async move {
-                if let Some(status) = exited {
-                    panic!("nats-server exited at start ({status})");
-                }
-                let client =
-                    tokio::time::timeout(Duration::from_secs(2), async_nats::connect(&url))
-                        .await
-                        .map_err(|_| "connect timed out".to_owned())?
-                        .map_err(|e| format!("connect: {e}"))?;
-                // `$JS.API.INFO` answers once JetStream has recovered its store. (The
-                // client's typed account info does not parse nats-server 2.9's answer.)
-                let reply = client
-                    .request("$JS.API.INFO", "".into())
-                    .await
-                    .map_err(|e| format!("JetStream info: {e}"))?;
-                let info: serde_json::Value = serde_json::from_slice(&reply.payload)
-                    .map_err(|e| format!("JetStream info is not JSON: {e}"))?;
-                check(info.get("error").is_none(), info)
-            }
-        })
-        .await;
-    }
-
-    /// Stops the server (SIGTERM, so it flushes its store like an orderly shutdown;
-    /// killed if it takes too long) and waits until the port is closed.
-    pub async fn stop(&mut self) {
-        if let Some(mut process) = self.process.take() {
-            process.terminate(Duration::from_secs(20)).await;
-        }
-    }
-
-    /// A new client and JetStream context (a fresh connection each time, so a test
-    /// never holds a connection across a restart).
-    pub async fn jetstream(&self) -> jetstream::Context {
-        let client = async_nats::connect(self.url())
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url()));
-        jetstream::new(client)
-    }
 }
 
 // --- The gateway -------------------------------------------------------------------
@@ -557,14 +335,15 @@ impl Worker {
 pub struct Pipeline {
     /// The test's own connection pool, for assertions on job state.
     pub db: PgPool,
-    pub nats: Nats,
+    pub nats: NatsServer,
     pub gateway: Gateway,
     pub registry: Registry,
     pub api: Api,
     /// Workers in start order; a stopped one stays in the list (its log is printed on
     /// failure) with its process gone.
     pub workers: Vec<Worker>,
-    /// Logs, the NATS store and the gateway's data.
+    /// Logs and the gateway's data (the nats-server keeps its store and log in a
+    /// directory of its own).
     pub dir: TempDir,
     // Declared last: dropped after the pool, which lets the database go.
     pub database: TestDatabase,
@@ -578,17 +357,12 @@ impl Pipeline {
             .prefix("berth-pipeline-")
             .tempdir()
             .expect("create a temporary directory");
-        let nats = Nats::start(dir.path()).await;
+        let nats = NatsServer::start().await;
         let gateway = Gateway::start(&database.url, &nats.url(), dir.path(), &pipeline_env()).await;
-        let db = PgPoolOptions::new()
-            .max_connections(4)
-            .connect(&database.url)
-            .await
-            .expect("connect to the test database");
         Pipeline {
             registry: Registry::new(&gateway.address),
             api: Api::new(&gateway.address),
-            db,
+            db: database.pool.clone(),
             nats,
             gateway,
             workers: Vec::new(),
@@ -845,7 +619,7 @@ impl Pipeline {
 
     /// Prints the tails of every log; called when a test fails.
     fn print_logs(&self) {
-        let mut logs = vec![("nats-server".to_owned(), self.nats.log.clone())];
+        let mut logs = vec![("nats-server".to_owned(), self.nats.log_path())];
         logs.push(("berth-gateway".to_owned(), self.gateway.process.log.clone()));
         for w in &self.workers {
             logs.push((w.process.name.clone(), w.process.log.clone()));
@@ -870,9 +644,7 @@ impl Drop for Pipeline {
             w.process.kill();
         }
         self.gateway.process.kill();
-        if let Some(mut p) = self.nats.process.take() {
-            p.kill();
-        }
+        self.nats.kill();
     }
 }
 
