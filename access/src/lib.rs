@@ -1,5 +1,6 @@
 //! Who may do what in Berth: local users, robot accounts, project roles, password and
-//! secret hashing, registry bearer tokens, login throttling, and the audit log.
+//! secret hashing, registry bearer tokens, login throttling, the audit log, and the
+//! remote registries replication talks to, with their credentials encrypted at rest.
 //!
 //! The gateway authenticates requests with it, and workers mint short-lived tokens with
 //! it. It decides and records; it never serves HTTP, and it never stores or logs a
@@ -11,9 +12,11 @@ pub mod login_limiter;
 pub mod members;
 pub mod password;
 pub mod principal;
+pub mod registries;
 pub mod robots;
 pub mod role;
 pub mod scope;
+pub mod secrets;
 pub mod token;
 pub mod users;
 

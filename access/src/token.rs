@@ -6,7 +6,6 @@
 //! the database, so checking a token costs no round trip.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -91,23 +90,10 @@ impl TokenKeys {
             source,
         };
         if !path.exists() {
-            let dir = path.parent().unwrap_or(Path::new("."));
-            std::fs::create_dir_all(dir).map_err(key_file_error)?;
             let pem = ES256KeyPair::generate()
                 .to_pem()
                 .map_err(|e| TokenError::Sign(e.to_string()))?;
-            let mut temp = tempfile_in(dir).map_err(key_file_error)?;
-            temp.1.write_all(pem.as_bytes()).map_err(key_file_error)?;
-            temp.1.sync_all().map_err(key_file_error)?;
-            match std::fs::hard_link(&temp.0, path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => {
-                    let _ = std::fs::remove_file(&temp.0);
-                    return Err(key_file_error(e));
-                }
-            }
-            let _ = std::fs::remove_file(&temp.0);
+            crate::secrets::create_file_once(path, pem.as_bytes()).map_err(key_file_error)?;
         }
         let pem = std::fs::read_to_string(path).map_err(key_file_error)?;
         Self::from_pem(&pem, issuer).map_err(|reason| TokenError::KeyInvalid {
@@ -241,18 +227,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// A uniquely named file in `dir`, readable by its owner only (it holds a private key).
-fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let path = dir.join(format!(".token-key-{}.tmp", generate_secret(12)));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)?;
-    Ok((path, file))
 }
 
 #[cfg(test)]

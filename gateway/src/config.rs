@@ -39,6 +39,14 @@ pub struct Config {
     /// The event pipeline's settings (`[pipeline]`), shared with the workers: the jobs
     /// API reads the heartbeat interval to tell live worker processes from dead ones.
     pub pipeline: berth_events::config::PipelineConfig,
+    /// The key remote registries' credentials are encrypted with at rest (base64 of 32
+    /// bytes), generated on first start (mode 0600); relative paths are under
+    /// `data_dir`. Every gateway and worker of an installation must share it: a
+    /// credential stored under one key cannot be read with another.
+    pub secret_key_file: PathBuf,
+    /// The same key given directly (`BERTH_SECRET_KEY`, base64 of 32 bytes); when set,
+    /// `secret_key_file` is neither read nor created.
+    pub secret_key: Option<Secret>,
 }
 
 impl Default for Config {
@@ -59,6 +67,8 @@ impl Default for Config {
             shutdown_grace_secs: 30,
             nats_url: "nats://127.0.0.1:4222".to_owned(),
             pipeline: berth_events::config::PipelineConfig::default(),
+            secret_key_file: PathBuf::from("secret.key"),
+            secret_key: None,
         }
     }
 }
@@ -238,6 +248,10 @@ impl Config {
     pub fn admin_password_path(&self) -> PathBuf {
         self.data_dir.join(&self.auth.admin_password_file)
     }
+
+    pub fn secret_key_path(&self) -> PathBuf {
+        self.data_dir.join(&self.secret_key_file)
+    }
 }
 
 #[cfg(test)]
@@ -297,8 +311,33 @@ mod tests {
     fn secrets_do_not_print() {
         let config = Config {
             database_url: Secret::new("postgres://u:hunter2@h/db"),
+            secret_key: Some(Secret::new("c2VjcmV0LWtleS1ieXRlcw==")),
             ..Config::default()
         };
-        assert!(!format!("{config:?}").contains("hunter2"));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"));
+        assert!(!shown.contains("c2VjcmV0LWtleS1ieXRlcw"));
+    }
+
+    #[test]
+    fn the_secret_key_file_is_under_the_data_dir_and_the_key_comes_from_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BERTH_DATA_DIR", "/srv/berth");
+            let config = Config::load(None).expect("config loads");
+            assert_eq!(
+                config.secret_key_path(),
+                PathBuf::from("/srv/berth/secret.key")
+            );
+            assert!(config.secret_key.is_none());
+            jail.set_env("BERTH_SECRET_KEY_FILE", "/etc/berth/secret.key");
+            jail.set_env("BERTH_SECRET_KEY", "AAAA");
+            let config = Config::load(None).expect("config loads");
+            assert_eq!(
+                config.secret_key_path(),
+                PathBuf::from("/etc/berth/secret.key")
+            );
+            assert_eq!(config.secret_key.as_ref().map(Secret::expose), Some("AAAA"));
+            Ok(())
+        });
     }
 }

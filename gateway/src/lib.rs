@@ -45,6 +45,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     TokenKey(#[from] berth_access::token::TokenError),
+    #[error("{0}")]
+    SecretKey(#[from] berth_access::secrets::SecretKeyError),
     #[error("cannot create the bootstrap administrator: {0}")]
     Bootstrap(#[from] auth::bootstrap::BootstrapError),
     #[error("invalid NATS configuration: {0}")]
@@ -71,6 +73,11 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         &config.token_key_path(),
         &config.auth.token_issuer,
     )?;
+    let secret_key = berth_access::secrets::SecretKey::from_config(
+        config.secret_key.as_ref().map(|key| key.expose()),
+        &config.secret_key_path(),
+        true,
+    )?;
     if config.auth.mode == config::AuthMode::Token {
         auth::bootstrap::ensure_admin(&db, &config).await?;
     } else {
@@ -88,6 +95,7 @@ pub async fn build_state(config: Config) -> Result<AppState, StartError> {
         storage: Arc::new(storage),
         config: Arc::new(config),
         hashers: Arc::new(UploadHashers::default()),
+        secret_key: Arc::new(secret_key),
     })
 }
 

@@ -1,9 +1,10 @@
 //! What every handler shares: the database pool, blob storage, configuration, the
 //! in-memory hashers of uploads in progress, authentication state, the audit writer and
-//! the NATS connection.
+//! the NATS connection, and the key of credentials at rest.
 
 use std::sync::Arc;
 
+use berth_access::secrets::SecretKey;
 use berth_content::storage::BlobStore;
 use sqlx::PgPool;
 
@@ -30,4 +31,6 @@ pub struct AppState {
     pub nats: async_nats::Client,
     /// JetStream on that connection, for the job queues' pending counts.
     pub jetstream: async_nats::jetstream::Context,
+    /// Seals and opens remote registries' credentials (`secret_key` / `secret_key_file`).
+    pub secret_key: Arc<SecretKey>,
 }

@@ -2,7 +2,7 @@
 //! variables (`__` separates nesting: `BERTH_PIPELINE__RELAY__ENABLED=false`), the same
 //! layering as the gateway's. Every knob has a default that works on one machine.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use berth_events::config::PipelineConfig;
@@ -24,6 +24,14 @@ pub struct Config {
     /// Seconds running tasks get to finish after SIGTERM before they are cancelled and
     /// their messages released for another worker.
     pub drain_secs: u64,
+    /// The key remote registries' credentials are encrypted with (base64 of 32 bytes):
+    /// the gateway's file, which the gateway generates on its first start. Workers never
+    /// create it, and a relative path is relative to the working directory. Needed by
+    /// the workers that talk to remote registries (`replicate`).
+    pub secret_key_file: PathBuf,
+    /// The same key given directly (`BERTH_SECRET_KEY`); when set, `secret_key_file` is
+    /// not read.
+    pub secret_key: Option<Secret>,
 }
 
 impl Default for Config {
@@ -34,6 +42,8 @@ impl Default for Config {
             nats_url: Secret::new("nats://127.0.0.1:4222"),
             pipeline: PipelineConfig::default(),
             drain_secs: 30,
+            secret_key_file: PathBuf::from("./var/data/secret.key"),
+            secret_key: None,
         }
     }
 }
@@ -110,9 +120,31 @@ mod tests {
         let config = Config {
             database_url: Secret::new("postgres://u:hunter2@h/db"),
             nats_url: Secret::new("nats://u:s3cret@h:4222"),
+            secret_key: Some(Secret::new("c2VjcmV0LWtleS1ieXRlcw==")),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(!shown.contains("hunter2") && !shown.contains("s3cret"));
+        assert!(!shown.contains("c2VjcmV0LWtleS1ieXRlcw"));
+    }
+
+    #[test]
+    fn the_secret_key_is_shared_with_the_gateway_through_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None).expect("config loads");
+            assert_eq!(
+                config.secret_key_file,
+                PathBuf::from("./var/data/secret.key")
+            );
+            jail.set_env("BERTH_SECRET_KEY_FILE", "/etc/berth/secret.key");
+            jail.set_env("BERTH_SECRET_KEY", "AAAA");
+            let config = Config::load(None).expect("config loads");
+            assert_eq!(
+                config.secret_key_file,
+                PathBuf::from("/etc/berth/secret.key")
+            );
+            assert_eq!(config.secret_key.as_ref().map(Secret::expose), Some("AAAA"));
+            Ok(())
+        });
     }
 }

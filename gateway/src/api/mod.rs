@@ -19,6 +19,8 @@ pub mod pagination;
 pub mod project_access;
 pub mod projects;
 pub mod query;
+pub mod registries;
+pub mod replication;
 pub mod repositories;
 pub mod robots;
 pub mod schedules;
@@ -75,7 +77,9 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(audit_logs::router())
         .merge(executions::router())
         .merge(jobservice::router())
-        .merge(schedules::router());
+        .merge(schedules::router())
+        .merge(registries::router())
+        .merge(replication::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, api)
         .split_for_parts()

@@ -228,7 +228,7 @@ pub async fn system_info(
 
 /// The configured external URL, or one built from the request's `Host` (and
 /// `X-Forwarded-Proto`, when a proxy terminates TLS in front of us).
-fn external_url(config: &Config, headers: &HeaderMap) -> String {
+pub(crate) fn external_url(config: &Config, headers: &HeaderMap) -> String {
     if !config.external_url.is_empty() {
         return config.external_url.trim_end_matches('/').to_owned();
     }

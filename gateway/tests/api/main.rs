@@ -18,6 +18,8 @@ mod manifests;
 mod oci_layout;
 mod outbox;
 mod referrers;
+mod registries;
+mod replication;
 mod schedules;
 mod shutdown;
 mod skopeo;

@@ -27,6 +27,7 @@ import pytest
 from harborapi import HarborAsyncClient
 from harborapi.exceptions import (
     BadRequest,
+    Conflict,
     Forbidden,
     NotFound,
     PreconditionFailed,
@@ -37,6 +38,10 @@ from harborapi.models import (
     Access,
     ProjectMetadata,
     ProjectReq,
+    Registry,
+    RegistryCredential,
+    RegistryPing,
+    RegistryUpdate,
     RobotCreate,
     RobotPermission,
     Tag,
@@ -462,5 +467,329 @@ def test_artifact_errors():
             await api.get_artifacts(PROJECT, name("no-such-repo"))
         with pytest.raises(NotFound):
             await api.get_artifact_tags(PROJECT, REPOSITORY, name("no-such-tag"))
+
+    run(test)
+
+
+# ------------------------------------------------------------------ registries
+
+
+def test_registry_lifecycle():
+    """A remote registry endpoint: this very server, as a peer with token auth."""
+
+    async def test(api):
+        registry_name = name("peer")
+        location = await api.create_registry(
+            Registry(
+                name=registry_name,
+                type="harbor",
+                url=REGISTRY + "/",
+                description="this Berth, as its own peer",
+                insecure=False,
+                credential=RegistryCredential(
+                    type="basic", access_key=USERNAME, access_secret=PASSWORD
+                ),
+                # Berth's extras ride along as extra fields of Harbor's model.
+                rate_limit_per_second=5.0,
+                max_concurrency=2,
+            )
+        )
+        assert re.fullmatch(r"/api/v2\.0/registries/\d+", location), location
+        registry_id = int(location.rsplit("/", 1)[1])
+
+        registry = await api.get_registry(registry_id)
+        assert registry.name == registry_name
+        assert registry.type == "harbor"
+        assert registry.url == REGISTRY, registry
+        assert registry.insecure is False
+        assert registry.credential.type == "basic"
+        assert registry.credential.access_key == USERNAME
+        assert registry.credential.access_secret == "*****", registry
+        # Pinged at creation through the token flow, with the admin's credential.
+        assert registry.status == "healthy", registry
+        assert registry.creation_time is not None
+        assert registry.rate_limit_per_second == 5.0
+        assert registry.max_concurrency == 2
+
+        listed = await api.get_registries(query=f"name={registry_name}")
+        assert [r.id for r in listed] == [registry_id], listed
+        for r in await api.get_registries():
+            assert r.credential.access_secret in ("*****", ""), r
+
+        await api.check_registry_status(RegistryPing(id=registry_id))
+        with pytest.raises(BadRequest):
+            await api.check_registry_status(
+                RegistryPing(id=registry_id, access_secret=PASSWORD + "-wrong")
+            )
+        with pytest.raises(BadRequest):
+            await api.check_registry_status(
+                RegistryPing(type="docker-registry", url="http://127.0.0.1:1")
+            )
+
+        await api.update_registry(
+            registry_id, RegistryUpdate(description="updated", access_secret="*****")
+        )
+        updated = await api.get_registry(registry_id)
+        assert updated.description == "updated"
+        assert updated.status == "healthy"
+
+        info = await api.get_registry_info(registry_id)
+        assert info.type == "harbor"
+        assert info.supported_triggers == ["manual", "scheduled"]
+        assert [f.type for f in info.supported_resource_filters] == [
+            "name",
+            "tag",
+            "resource",
+        ]
+        adapters = await api.get_registry_adapters()
+        assert {"docker-hub", "docker-registry", "harbor"} <= set(adapters), adapters
+        providers = await api.get_registry_providers()
+        hub = providers.root["docker-hub"].endpoint_pattern
+        assert hub.endpoints[0].value == "https://hub.docker.com", providers
+
+        with pytest.raises(Conflict):
+            await api.create_registry(
+                Registry(name=registry_name, type="docker-registry", url=REGISTRY)
+            )
+        with pytest.raises(BadRequest):
+            await api.create_registry(
+                Registry(name=name("bad"), type="docker-registry", url="ftp://x")
+            )
+
+        await api.delete_registry(registry_id)
+        with pytest.raises(NotFound):
+            await api.get_registry(registry_id)
+
+        logs = await all_audit_logs(api)
+        assert count_logs(logs, "create", "registry", registry_name) == 1, logs
+        assert count_logs(logs, "update", "registry", registry_name) == 1, logs
+        assert count_logs(logs, "delete", "registry", registry_name) == 1, logs
+        assert all(PASSWORD not in (log.resource or "") for log in logs)
+
+    run(test)
+
+
+def test_registries_are_for_system_administrators():
+    async def test(api):
+        username = name("nosys")
+        await make_user(api, username)
+        user = client(username, USER_PASSWORD)
+        try:
+            with pytest.raises(Forbidden):
+                await user.get_registries()
+            with pytest.raises(Forbidden):
+                await user.create_registry(
+                    Registry(name=name("sneaky"), type="docker-registry", url=REGISTRY)
+                )
+        finally:
+            await user.client.aclose()
+
+    run(test)
+
+
+# ------------------------------------------------------------------ replication policies
+
+# Imported here rather than at the top: this section is appended by its own author.
+from harborapi.models import (  # noqa: E402
+    ReplicationFilter,
+    ReplicationPolicy,
+    ReplicationTrigger,
+    ReplicationTriggerSettings,
+)
+
+# Nothing listens here: policies are stored without contacting their registries.
+UNREACHABLE = "http://127.0.0.1:1"
+
+
+async def make_unreachable_registry(api, registry_name):
+    location = await api.create_registry(
+        Registry(name=registry_name, type="docker-registry", url=UNREACHABLE)
+    )
+    return int(location.rsplit("/", 1)[1])
+
+
+async def replicate_schedules(api):
+    """The `replicate` schedules Berth keeps for scheduled policies, by policy id."""
+    schedules = await api.get("/schedules", params={"page_size": 100})
+    return {
+        s["vendor_id"]: s for s in schedules if s.get("vendor_type") == "REPLICATE"
+    }
+
+
+def test_replication_policy_lifecycle():
+    async def test(api):
+        registry_id = await make_unreachable_registry(api, name("mirror-target"))
+        policy_name = name("push")
+        location = await api.create_replication_policy(
+            ReplicationPolicy(
+                name=policy_name,
+                description="library to the mirror",
+                dest_registry=Registry(id=registry_id),
+                dest_namespace="mirror",
+                dest_namespace_replace_count=1,
+                trigger=ReplicationTrigger(
+                    type="scheduled",
+                    trigger_settings=ReplicationTriggerSettings(cron="0 0 3 * * *"),
+                ),
+                filters=[
+                    ReplicationFilter(type="name", value="library/**"),
+                    ReplicationFilter(type="tag", value="v*", decoration="excludes"),
+                ],
+                replicate_deletion=True,
+                override=True,
+                enabled=True,
+                speed=1024,
+                copy_by_chunk=False,
+            )
+        )
+        assert re.fullmatch(r"/api/v2\.0/replication/policies/\d+", location), location
+        policy_id = int(location.rsplit("/", 1)[1])
+
+        policy = await api.get_replication_policy(policy_id)
+        assert policy.id == policy_id
+        assert policy.name == policy_name
+        assert policy.description == "library to the mirror"
+        # This registry is Harbor's "Local" (id 0); the remote one is shown whole.
+        assert policy.src_registry.id == 0, policy.src_registry
+        assert policy.src_registry.name == "Local"
+        assert policy.dest_registry.id == registry_id
+        assert policy.dest_registry.name == name("mirror-target")
+        assert policy.dest_registry.url == UNREACHABLE
+        assert policy.dest_namespace == "mirror"
+        assert policy.dest_namespace_replace_count == 1
+        assert policy.trigger.type == "scheduled"
+        assert policy.trigger.trigger_settings.cron == "0 0 3 * * *"
+        assert [(f.type, f.value, f.decoration) for f in policy.filters] == [
+            ("name", "library/**", None),
+            ("tag", "v*", "excludes"),
+        ]
+        assert policy.replicate_deletion is True
+        assert policy.deletion is True
+        assert policy.override is True
+        assert policy.enabled is True
+        assert policy.speed == 1024
+        assert policy.copy_by_chunk is False
+        assert policy.creation_time is not None
+        # An enabled scheduled policy has its schedule.
+        schedule = (await replicate_schedules(api))[policy_id]
+        assert schedule["cron"] == "0 0 3 * * *", schedule
+
+        listed = await api.get_replication_policies(query=f"name={policy_name}")
+        assert [p.id for p in listed] == [policy_id], listed
+        listed = await api.get_replication_policies(name=name("pu"))
+        assert policy_id in [p.id for p in listed], listed
+
+        # The policy as read, changed and sent back: the local side's id 0 is "unset".
+        policy.description = "paused"
+        policy.enabled = False
+        await api.update_replication_policy(policy_id, policy)
+        updated = await api.get_replication_policy(policy_id)
+        assert updated.description == "paused"
+        assert updated.enabled is False
+        assert updated.dest_registry.id == registry_id
+        assert updated.filters == policy.filters
+        assert policy_id not in await replicate_schedules(api)
+
+        with pytest.raises(Conflict):
+            await api.create_replication_policy(
+                ReplicationPolicy(
+                    name=policy_name, dest_registry=Registry(id=registry_id)
+                )
+            )
+        with pytest.raises(NotFound):
+            await api.create_replication_policy(
+                ReplicationPolicy(
+                    name=name("nowhere"), dest_registry=Registry(id=registry_id + 1000)
+                )
+            )
+        with pytest.raises(BadRequest):
+            await api.create_replication_policy(
+                ReplicationPolicy(
+                    name=name("both"),
+                    src_registry=Registry(id=registry_id),
+                    dest_registry=Registry(id=registry_id),
+                )
+            )
+        with pytest.raises(BadRequest):
+            await api.create_replication_policy(
+                ReplicationPolicy(
+                    name=name("badcron"),
+                    dest_registry=Registry(id=registry_id),
+                    trigger=ReplicationTrigger(
+                        type="scheduled",
+                        trigger_settings=ReplicationTriggerSettings(cron="not a cron"),
+                    ),
+                )
+            )
+        with pytest.raises(BadRequest):
+            await api.create_replication_policy(
+                ReplicationPolicy(
+                    name=name("badfilter"),
+                    dest_registry=Registry(id=registry_id),
+                    filters=[ReplicationFilter(type="colour", value="red")],
+                )
+            )
+
+        await api.delete_replication_policy(policy_id)
+        with pytest.raises(NotFound):
+            await api.get_replication_policy(policy_id)
+        with pytest.raises(NotFound):
+            await api.delete_replication_policy(policy_id)
+        # Its registry is free again.
+        await api.delete_registry(registry_id)
+
+        logs = await all_audit_logs(api)
+        for operation in ("create", "update", "delete"):
+            assert (
+                count_logs(logs, operation, "replication_policy", policy_name) == 1
+            ), (operation, logs)
+
+    run(test)
+
+
+def test_pull_policies_name_their_source():
+    async def test(api):
+        registry_id = await make_unreachable_registry(api, name("upstream"))
+        location = await api.create_replication_policy(
+            ReplicationPolicy(
+                name=name("pull"),
+                src_registry=Registry(id=registry_id),
+                dest_namespace=PROJECT,
+                trigger=ReplicationTrigger(type="manual"),
+                filters=[ReplicationFilter(type="resource", value="image")],
+                enabled=True,
+            )
+        )
+        policy_id = int(location.rsplit("/", 1)[1])
+        try:
+            policy = await api.get_replication_policy(policy_id)
+            assert policy.src_registry.id == registry_id
+            assert policy.dest_registry.id == 0
+            assert policy.dest_registry.name == "Local"
+            assert policy.dest_namespace_replace_count == -1
+            assert policy.trigger.type == "manual"
+            pulls = await api.get_replication_policies(query="dest_registry_id=0")
+            assert policy_id in [p.id for p in pulls], pulls
+        finally:
+            await api.delete_replication_policy(policy_id)
+            await api.delete_registry(registry_id)
+
+    run(test)
+
+
+def test_replication_policies_are_for_system_administrators():
+    async def test(api):
+        username = name("norepl")
+        await make_user(api, username)
+        user = client(username, USER_PASSWORD)
+        try:
+            with pytest.raises(Forbidden):
+                await user.get_replication_policies()
+            with pytest.raises(Forbidden):
+                await user.create_replication_policy(
+                    ReplicationPolicy(name=name("sneaky"), dest_registry=Registry(id=1))
+                )
+        finally:
+            await user.client.aclose()
 
     run(test)
