@@ -307,15 +307,23 @@ async fn a_push_dropped_mid_body_leaves_no_upload_at_berth() {
             }
         })
         .await;
-        let deleted = proxy
-            .log()
-            .into_iter()
-            .find(|s| {
+        // The session can be gone (the gateway drops the file of a broken body) before
+        // the client's clean-up DELETE has been answered and logged: wait for it too.
+        let deleted_log = || {
+            proxy.log().into_iter().find(|s| {
                 s.method == "DELETE"
                     && s.path_and_query
                         .contains(&format!("/{repo}/blobs/uploads/"))
             })
-            .expect("the client deleted the session");
-        assert_eq!(deleted.status, 204, "{deleted:?}");
+        };
+        eventually("the client deleted the session", DEADLINE, || async {
+            deleted_log()
+                .map(|_| ())
+                .ok_or_else(|| format!("{:?}", proxy.log()))
+        })
+        .await;
+        let deleted = deleted_log().expect("the client deleted the session");
+        // 404 only if the gateway had already dropped the session of the broken body.
+        assert!(matches!(deleted.status, 204 | 404), "{deleted:?}");
     }
 }
