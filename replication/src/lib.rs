@@ -8,16 +8,22 @@
 //! | `filter` | Harbor's name, tag, resource and label filters: what they accept and what they select |
 //! | `pattern` | Harbor's glob (`*`, `**`, `?`, `[…]`, `{a,b}`) and `regex:` patterns |
 //! | `naming` | where a copy lands: the destination namespace and Harbor's flattening levels |
+//! | `copy` | the copy engine: one artifact with its blobs, children and referrers, registry to registry |
+//! | `limits` | a registry's rate and concurrency limits, global across worker processes |
+//! | `throttle` | Harbor's per-task bandwidth cap on blob streams |
 //!
 //! Everything a policy decides is here, once, and follows Harbor's source (named in
 //! each module), so a policy carried over from Harbor replicates the same artifacts to
 //! the same names.
 
+pub mod copy;
 pub mod filter;
+pub mod limits;
 pub mod naming;
 pub mod pattern;
 pub mod policy;
 pub mod store;
+pub mod throttle;
 
 pub use filter::{Candidate, Filter, Filters};
 pub use naming::{destination_repository, PathComponents};

@@ -588,8 +588,8 @@ async fn update_execution(
 ) -> ApiResult<Response> {
     caller.require_sysadmin()?;
     let action = parse_action(body, &["stop", "retry"], Some("stop"))?;
-    let mut tx = state.db.begin().await?;
     if action == "retry" {
+        let mut tx = state.db.begin().await?;
         let requeued = executions::retry_failed(&mut tx, id, SOURCE).await?;
         let entry = caller.audit("retry", "execution", format!("execution/{id}"), None);
         audit::record(&mut tx, &entry).await?;
@@ -597,6 +597,16 @@ async fn update_execution(
         tracing::info!(execution_id = id, requeued, "failed tasks requeued");
         return Ok(json::ok_empty());
     }
+    stop_execution(&state, &caller, id).await?;
+    Ok(json::ok_empty())
+}
+
+/// Asks execution `id` to stop, with its audit record, then tells the workers after
+/// commit. An execution that has already finished is left as it is (`Ok`: the caller
+/// wanted it not running, and it is not); 404 when there is no such execution. Shared
+/// with Harbor's per-kind views (`PUT /replication/executions/{id}`).
+pub(crate) async fn stop_execution(state: &AppState, caller: &Caller, id: i64) -> ApiResult<()> {
+    let mut tx = state.db.begin().await?;
     match executions::request_cancel(&mut tx, id, caller.principal.name(), SOURCE).await {
         Ok(kind) => {
             let entry = caller.audit("stop", "execution", format!("execution/{id}"), None);
@@ -604,7 +614,7 @@ async fn update_execution(
             tx.commit().await?;
             tracing::info!(execution_id = id, %kind, "execution stop requested");
             tell_workers(
-                &state,
+                state,
                 &[Control::Cancel {
                     execution_id: id,
                     task_id: None,
@@ -617,7 +627,7 @@ async fn update_execution(
         Err(JobsError::NotFound(_)) => return Err(execution_not_found(id)),
         Err(e) => return Err(e.into()),
     }
-    Ok(json::ok_empty())
+    Ok(())
 }
 
 /// The tasks of an execution, in creation order by default. `q` key: `status`.

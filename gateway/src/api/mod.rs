@@ -21,6 +21,7 @@ pub mod projects;
 pub mod query;
 pub mod registries;
 pub mod replication;
+pub mod replication_executions;
 pub mod repositories;
 pub mod robots;
 pub mod schedules;
@@ -79,7 +80,8 @@ pub fn router_and_document() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(jobservice::router())
         .merge(schedules::router())
         .merge(registries::router())
-        .merge(replication::router());
+        .merge(replication::router())
+        .merge(replication_executions::router());
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .nest(BASE_PATH, api)
         .split_for_parts()

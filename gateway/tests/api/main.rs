@@ -20,6 +20,7 @@ mod outbox;
 mod referrers;
 mod registries;
 mod replication;
+mod replication_executions;
 mod schedules;
 mod shutdown;
 mod skopeo;

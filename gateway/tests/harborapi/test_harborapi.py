@@ -793,3 +793,118 @@ def test_replication_policies_are_for_system_administrators():
             await user.client.aclose()
 
     run(test)
+
+
+# ------------------------------------------------------------------ replication executions
+
+# No worker runs behind this gateway: a started execution keeps its planning task
+# pending until it is stopped, which is what these calls need.
+
+
+async def make_manual_policy(api, policy_name, registry_id, enabled=True):
+    location = await api.create_replication_policy(
+        ReplicationPolicy(
+            name=policy_name,
+            dest_registry=Registry(id=registry_id),
+            trigger=ReplicationTrigger(type="manual"),
+            enabled=enabled,
+        )
+    )
+    return int(location.rsplit("/", 1)[1])
+
+
+def test_replication_execution_lifecycle():
+    async def test(api):
+        registry_id = await make_unreachable_registry(api, name("exec-target"))
+        policy_id = await make_manual_policy(api, name("exec"), registry_id)
+        disabled_id = await make_manual_policy(
+            api, name("exec-off"), registry_id, enabled=False
+        )
+        try:
+            location = await api.start_replication(policy_id)
+            assert re.fullmatch(
+                r"/api/v2\.0/replication/executions/\d+", location
+            ), location
+            execution_id = int(location.rsplit("/", 1)[1])
+
+            execution = await api.get_replication(execution_id)
+            assert execution.id == execution_id
+            assert execution.policy_id == policy_id
+            assert execution.status == "InProgress", execution
+            assert execution.trigger == "manual"
+            assert execution.start_time is not None
+            assert execution.end_time is None
+            assert (execution.total, execution.in_progress) == (1, 1), execution
+            assert (execution.failed, execution.succeed, execution.stopped) == (0, 0, 0)
+
+            listed = await api.get_replications(policy_id=policy_id)
+            assert [e.id for e in listed] == [execution_id], listed
+            listed = await api.get_replications(
+                policy_id=policy_id, status="InProgress", trigger="manual"
+            )
+            assert [e.id for e in listed] == [execution_id], listed
+            assert await api.get_replications(policy_id=policy_id, status="Failed") == []
+            assert (
+                await api.get_replications(policy_id=policy_id, trigger="scheduled")
+                == []
+            )
+
+            # The planning task, the only one until a worker plans the copies.
+            tasks = await api.get_replication_tasks(execution_id)
+            assert len(tasks) == 1, tasks
+            assert tasks[0].execution_id == execution_id
+            assert tasks[0].status == "Pending"
+            assert tasks[0].operation == "plan"
+            assert await api.get_replication_tasks(execution_id, status="Failed") == []
+            log = await api.get_replication_task_log(execution_id, tasks[0].id)
+            assert log == "", log
+
+            await api.stop_replication(execution_id)
+            stopped = await api.get_replication(execution_id)
+            assert stopped.status == "Stopped", stopped
+            assert stopped.end_time is not None
+            assert stopped.stopped == 1
+            listed = await api.get_replications(policy_id=policy_id, status="Stopped")
+            assert [e.id for e in listed] == [execution_id], listed
+            tasks = await api.get_replication_tasks(execution_id, status="Stopped")
+            assert len(tasks) == 1, tasks
+            # Stopping a finished execution is harmless, as in Harbor.
+            await api.stop_replication(execution_id)
+
+            with pytest.raises(PreconditionFailed):
+                await api.start_replication(disabled_id)
+            with pytest.raises(NotFound):
+                await api.start_replication(disabled_id + 100000)
+            with pytest.raises(NotFound):
+                await api.get_replication(execution_id + 100000)
+            with pytest.raises(NotFound):
+                await api.get_replication_tasks(execution_id + 100000)
+            with pytest.raises(NotFound):
+                await api.get_replication_task_log(execution_id, tasks[0].id + 100000)
+            with pytest.raises(NotFound):
+                await api.stop_replication(execution_id + 100000)
+        finally:
+            # Stopped executions do not hold their policy back.
+            await api.delete_replication_policy(policy_id)
+            await api.delete_replication_policy(disabled_id)
+            await api.delete_registry(registry_id)
+
+    run(test)
+
+
+def test_replication_executions_are_for_system_administrators():
+    async def test(api):
+        username = name("noexec")
+        await make_user(api, username)
+        user = client(username, USER_PASSWORD)
+        try:
+            with pytest.raises(Forbidden):
+                await user.get_replications()
+            with pytest.raises(Forbidden):
+                await user.start_replication(1)
+            with pytest.raises(Forbidden):
+                await user.stop_replication(1)
+        finally:
+            await user.client.aclose()
+
+    run(test)
