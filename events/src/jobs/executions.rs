@@ -137,6 +137,26 @@ pub async fn list(
     Ok((rows.into_iter().map(Execution::from).collect(), total))
 }
 
+/// One page of executions, each with its task counts, and the total over all pages:
+/// what every execution listing shows.
+pub async fn list_with_counts(
+    conn: &mut PgConnection,
+    filter: &ExecutionFilter,
+    page: ListPage<'_>,
+) -> Result<(Vec<(Execution, TaskCounts)>, i64), JobsError> {
+    let (found, total) = list(&mut *conn, filter, page).await?;
+    let ids: Vec<i64> = found.iter().map(|e| e.id).collect();
+    let mut counts = counts(&mut *conn, &ids).await?;
+    let with_counts = found
+        .into_iter()
+        .map(|e| {
+            let c = counts.remove(&e.id).unwrap_or_default();
+            (e, c)
+        })
+        .collect();
+    Ok((with_counts, total))
+}
+
 /// Task counts by status for each of `ids`.
 pub async fn counts(
     db: impl PgExecutor<'_>,

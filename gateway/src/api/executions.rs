@@ -453,15 +453,11 @@ async fn list_executions(
     )?;
     let filter = execution_filter(&params.query()?)?;
     let mut conn = state.db.acquire().await?;
-    let (found, total) = executions::list(&mut conn, &filter, list_page(page, sort)).await?;
-    let ids: Vec<i64> = found.iter().map(|e| e.id).collect();
-    let mut counts = executions::counts(&mut *conn, &ids).await?;
+    let (found, total) =
+        executions::list_with_counts(&mut conn, &filter, list_page(page, sort)).await?;
     let items: Vec<ExecutionBody> = found
         .into_iter()
-        .map(|e| {
-            let c = counts.remove(&e.id).unwrap_or_default();
-            ExecutionBody::new(e, c)
-        })
+        .map(|(e, c)| ExecutionBody::new(e, c))
         .collect();
     Ok(paged(&uri, page, total, items))
 }
