@@ -210,9 +210,46 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
     })
 }
 
+/// Harbor's artifact type from the manifest and config media types.
+pub fn artifact_kind(manifest_media_type: &str, config_media_type: Option<&str>) -> &'static str {
+    match (manifest_media_type, config_media_type) {
+        (OCI_IMAGE_INDEX | DOCKER_MANIFEST_LIST, _) => "IMAGE",
+        (
+            OCI_IMAGE_MANIFEST | DOCKER_MANIFEST_V2,
+            Some(
+                "application/vnd.oci.image.config.v1+json"
+                | "application/vnd.docker.container.image.v1+json",
+            ),
+        ) => "IMAGE",
+        (_, Some("application/vnd.cncf.helm.config.v1+json")) => "CHART",
+        _ => "UNKNOWN",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kinds_follow_the_media_types() {
+        let image = Some("application/vnd.oci.image.config.v1+json");
+        assert_eq!(artifact_kind(OCI_IMAGE_MANIFEST, image), "IMAGE");
+        assert_eq!(artifact_kind(OCI_IMAGE_INDEX, None), "IMAGE");
+        assert_eq!(
+            artifact_kind(
+                OCI_IMAGE_MANIFEST,
+                Some("application/vnd.cncf.helm.config.v1+json")
+            ),
+            "CHART"
+        );
+        assert_eq!(
+            artifact_kind(
+                OCI_IMAGE_MANIFEST,
+                Some("application/vnd.oci.empty.v1+json")
+            ),
+            "UNKNOWN"
+        );
+    }
 
     const D1: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const D2: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";

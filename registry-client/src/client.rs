@@ -359,9 +359,19 @@ impl RegistryClient {
                 if let Some(token) = cached {
                     return Ok((Some(bearer(&token)?), AuthOrigin::Fresh));
                 }
-                let token = self
-                    .fetch_token(realm, service.as_deref(), &all_scopes)
-                    .await?;
+                let token = match &self.inner.credential {
+                    Credential::Issuer(issuer) => {
+                        let (token, expires_in) =
+                            issuer.issue(service.as_deref(), &all_scopes).map_err(|e| {
+                                ClientError::Invalid(format!("cannot sign a registry token: {e}"))
+                            })?;
+                        CachedToken::new(token, Some(expires_in), Instant::now())
+                    }
+                    _ => {
+                        self.fetch_token(realm, service.as_deref(), &all_scopes)
+                            .await?
+                    }
+                };
                 let header = bearer(&token.token)?;
                 self.lock_auth().tokens.insert(key, token);
                 Ok((Some(header), AuthOrigin::Fresh))
@@ -371,7 +381,7 @@ impl RegistryClient {
 
     fn basic_header(&self) -> Result<Option<HeaderValue>, ClientError> {
         match &self.inner.credential {
-            Credential::None => Ok(None),
+            Credential::None | Credential::Issuer(_) => Ok(None),
             Credential::Basic { username, password } => {
                 let encoded = base64::engine::general_purpose::STANDARD
                     .encode(format!("{username}:{password}"));

@@ -14,13 +14,43 @@ use crate::ClientError;
 /// How the client authenticates to the remote registry. The scheme on the wire (Basic
 /// or a Bearer token from the registry's token service) is negotiated per request from
 /// the registry's `WWW-Authenticate` challenge; this only holds the secret.
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub enum Credential {
     /// Anonymous access.
     #[default]
     None,
     /// Username and password (Harbor's "basic" access key and secret).
     Basic { username: String, password: String },
+    /// Tokens signed by the caller for the scopes each request needs, instead of asking
+    /// the registry's token service: how Berth's workers reach Berth's own registry,
+    /// whose signing key they share. Answers Bearer challenges only.
+    Issuer(Arc<dyn TokenIssuer>),
+}
+
+impl PartialEq for Credential {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Credential::None, Credential::None) => true,
+            (
+                Credential::Basic { username, password },
+                Credential::Basic {
+                    username: u,
+                    password: p,
+                },
+            ) => username == u && password == p,
+            (Credential::Issuer(a), Credential::Issuer(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Credential {}
+
+/// Signs registry tokens (see [`Credential::Issuer`]).
+pub trait TokenIssuer: Send + Sync {
+    /// A token for `scopes` (`repository:team/app:pull,push`, …) at `service` (the
+    /// challenge's), and how many seconds it is valid.
+    fn issue(&self, service: Option<&str>, scopes: &[String]) -> Result<(String, u64), String>;
 }
 
 // Hand-written so a password never reaches a log line through `{:?}`.
@@ -33,6 +63,7 @@ impl fmt::Debug for Credential {
                 .field("username", username)
                 .field("password", &"<redacted>")
                 .finish(),
+            Credential::Issuer(_) => f.write_str("Issuer"),
         }
     }
 }

@@ -26,7 +26,7 @@ mod types;
 
 pub use blobs::{BlobStream, MountOutcome, UploadSession};
 pub use client::RegistryClient;
-pub use config::{ClientConfig, Credential, GatePermit, RequestGate, RequestInfo};
+pub use config::{ClientConfig, Credential, GatePermit, RequestGate, RequestInfo, TokenIssuer};
 pub use error::ClientError;
 pub use names::sha256_digest;
 pub use types::{

@@ -32,6 +32,48 @@ pub struct Config {
     /// The same key given directly (`BERTH_SECRET_KEY`); when set, `secret_key_file` is
     /// not read.
     pub secret_key: Option<Secret>,
+    /// The `replicate` kind.
+    pub replicate: ReplicateConfig,
+}
+
+/// How the `replicate` kind reaches Berth's own registry and its remotes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicateConfig {
+    /// Berth's registry as the workers reach it (`BERTH_REPLICATE__REGISTRY_URL`): the
+    /// source of push replications and the destination of pull replications. Workers
+    /// read and write Berth's content through its `/v2/`, so pushes they make are
+    /// checked, audited and announced like anyone's, whatever the storage backend.
+    pub registry_url: String,
+    /// The gateway's token signing key (`auth.token_key_file` under its data dir):
+    /// workers sign themselves short-lived tokens for exactly the repositories a task
+    /// touches. Never created by a worker.
+    pub token_key_file: PathBuf,
+    /// Must match the gateway's `auth.token_issuer`.
+    pub token_issuer: String,
+    /// Lifetime of the tokens workers sign for themselves.
+    pub token_ttl_secs: u64,
+    /// How often the worker looks for new registry endpoints and changed limits, to
+    /// start or reconfigure their consumers.
+    pub registry_poll_ms: u64,
+    /// Connect timeout, and the longest wait for the next bytes of a response.
+    pub request_timeout_secs: u64,
+    /// Blob upload chunk size for policies with `copy_by_chunk`.
+    pub chunk_size_mib: u64,
+}
+
+impl Default for ReplicateConfig {
+    fn default() -> Self {
+        ReplicateConfig {
+            registry_url: "http://127.0.0.1:5000".to_owned(),
+            token_key_file: PathBuf::from("./var/data/auth/token-key.pem"),
+            token_issuer: "berth-token-issuer".to_owned(),
+            token_ttl_secs: 900,
+            registry_poll_ms: 5000,
+            request_timeout_secs: 30,
+            chunk_size_mib: 10,
+        }
+    }
 }
 
 impl Default for Config {
@@ -44,6 +86,7 @@ impl Default for Config {
             drain_secs: 30,
             secret_key_file: PathBuf::from("./var/data/secret.key"),
             secret_key: None,
+            replicate: ReplicateConfig::default(),
         }
     }
 }

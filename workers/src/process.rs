@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::kinds::{echo, Kind};
+use crate::kinds::{echo, replicate, Kind};
 
 /// The migrations this binary was built with: it waits until the database has them.
 /// Embedding them costs a few kilobytes and keeps the check exact.
@@ -74,6 +74,13 @@ pub async fn run(kind: Kind, config: Config, shutdown: CancellationToken) -> any
         kind,
         shutdown.clone(),
     ));
+
+    // Before anything is started: a replicate worker without its keys must exit with
+    // the reason, not take tasks it can only fail.
+    let replication = match kind {
+        Kind::Replicate => Some(replicate::setup(&config, db.clone(), &source)?),
+        _ => None,
+    };
 
     if !wait_for_schema(&db, &shutdown).await {
         provisioning.abort();
@@ -160,6 +167,18 @@ pub async fn run(kind: Kind, config: Config, shutdown: CancellationToken) -> any
                             shutdown.clone(),
                         ),
                     );
+                }
+                Kind::Replicate => {
+                    if let Some(shared) = replication.clone() {
+                        replicate::run(
+                            runtime.clone(),
+                            shared,
+                            db.clone(),
+                            Duration::from_millis(config.replicate.registry_poll_ms.max(100)),
+                            shutdown.clone(),
+                        )
+                        .await;
+                    }
                 }
                 Kind::Relay => shutdown.cancelled().await,
             }
@@ -272,6 +291,9 @@ async fn provision(
                     &config,
                 )
                 .await?;
+            }
+            if kind == Kind::Replicate {
+                replicate::provision(&js, &pipeline).await?;
             }
             Ok::<(), streams::StreamsError>(())
         };

@@ -273,6 +273,23 @@ pub async fn append_log(db: impl PgExecutor<'_>, id: i64, text: &str) -> Result<
     Ok(())
 }
 
+/// Adds `fields` (a JSON object) to the task's payload, replacing keys it has: what a
+/// handler found out while running (counts, the digest it copied) for the API to show.
+pub async fn merge_payload(
+    db: impl PgExecutor<'_>,
+    id: i64,
+    fields: &serde_json::Value,
+) -> Result<(), JobsError> {
+    sqlx::query!(
+        r#"UPDATE tasks SET payload = payload || $2, updated_at = now() WHERE id = $1"#,
+        id,
+        fields
+    )
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 pub async fn log(db: impl PgExecutor<'_>, id: i64) -> Result<Option<String>, JobsError> {
     Ok(
         sqlx::query_scalar!("SELECT log FROM tasks WHERE id = $1", id)

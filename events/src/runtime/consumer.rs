@@ -46,6 +46,18 @@ const CANCEL_GRACE: Duration = Duration::from_millis(250);
 /// (a database write, a nak) may take before the loop stops waiting.
 const DRAIN_BOOKKEEPING: Duration = Duration::from_secs(5);
 
+/// A durable consumer on the jobs stream and the settings it runs with.
+#[derive(Debug, Clone)]
+pub struct JobsConsumer {
+    /// The worker kind whose tasks it delivers (pauses and the in-flight list use it).
+    pub kind: String,
+    /// Durable name.
+    pub name: String,
+    /// Subject filter: `subject::jobs_of_kind(kind)` or one destination's subject.
+    pub filter_subject: String,
+    pub config: ConsumerConfig,
+}
+
 /// What a fetch loop runs.
 enum Work {
     Jobs {
@@ -91,15 +103,33 @@ impl Runtime {
         handler: Arc<dyn JobHandler>,
         shutdown: CancellationToken,
     ) {
+        let consumer = JobsConsumer {
+            kind: kind.to_owned(),
+            name: streams::jobs_consumer_name(kind),
+            filter_subject: subject::jobs_of_kind(kind),
+            config: self.inner.config.consumer(kind),
+        };
+        self.run_jobs_on(consumer, handler, shutdown).await;
+    }
+
+    /// Like [`Runtime::run_jobs`], on a consumer that takes only part of a kind's
+    /// tasks (one destination's, say, with its own `max_ack_pending` as a global cap).
+    /// The consumers of one kind must not overlap: the jobs stream is a work queue.
+    pub async fn run_jobs_on(
+        &self,
+        consumer: JobsConsumer,
+        handler: Arc<dyn JobHandler>,
+        shutdown: CancellationToken,
+    ) {
         // Know the paused queues before the first fetch, not one poll later.
         self.poll_pauses().await;
         let spec = Spec {
             stream: streams::JOBS_STREAM,
-            consumer: streams::jobs_consumer_name(kind),
-            filter: subject::jobs_of_kind(kind),
-            config: self.inner.config.consumer(kind),
+            consumer: consumer.name,
+            filter: consumer.filter_subject,
+            config: consumer.config,
             work: Work::Jobs {
-                kind: kind.to_owned(),
+                kind: consumer.kind,
                 handler,
             },
         };
@@ -420,6 +450,7 @@ impl Runtime {
             db: self.inner.db.clone(),
             log: Mutex::new(String::new()),
             bytes: AtomicI64::new(0),
+            outcome: Mutex::new(String::new()),
         };
         ctx.log(format!(
             "attempt {} started on worker {} (delivery {})",
@@ -475,7 +506,8 @@ impl Runtime {
                 match retry::action_for(&result, delivery.count, &spec.config) {
                     Action::Ack => {
                         let bytes = self.end_attempt(&ctx, "succeeded").await;
-                        match tasks::finish(db, id, TaskStatus::Succeeded, "", bytes).await {
+                        let outcome = ctx.outcome.lock().map(|o| o.clone()).unwrap_or_default();
+                        match tasks::finish(db, id, TaskStatus::Succeeded, &outcome, bytes).await {
                             Ok(()) => {
                                 Counters::bump(&counters.handled_ok);
                                 tracing::info!(outcome = "succeeded", "task succeeded");

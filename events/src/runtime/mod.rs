@@ -34,6 +34,7 @@ use crate::jobs::Task;
 use crate::kind::Event;
 
 pub use cancel::InFlight;
+pub use consumer::JobsConsumer;
 pub use retry::Action;
 
 /// How a handler failed, which decides what happens to the message.
@@ -82,6 +83,7 @@ pub struct TaskContext {
     pub db: sqlx::PgPool,
     pub(crate) log: std::sync::Mutex<String>,
     pub(crate) bytes: std::sync::atomic::AtomicI64,
+    pub(crate) outcome: std::sync::Mutex<String>,
 }
 
 impl TaskContext {
@@ -90,6 +92,14 @@ impl TaskContext {
         let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
         if let Ok(mut log) = self.log.lock() {
             log.push_str(&format!("{stamp} {}\n", line.as_ref()));
+        }
+    }
+
+    /// The task's status message if it succeeds (why a success did nothing, say:
+    /// "superseded by a newer push"); failures carry their own reason.
+    pub fn set_outcome(&self, message: impl Into<String>) {
+        if let Ok(mut outcome) = self.outcome.lock() {
+            *outcome = message.into();
         }
     }
 
@@ -232,6 +242,11 @@ impl Runtime {
 
     pub fn worker_id(&self) -> Uuid {
         self.inner.worker_id
+    }
+
+    /// JetStream, for kinds that manage consumers of their own.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.inner.js
     }
 
     pub fn config(&self) -> &PipelineConfig {

@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{OriginalUri, Path, State};
 use axum::response::Response;
-use berth_content::manifest::{
-    DOCKER_MANIFEST_LIST, DOCKER_MANIFEST_V2, OCI_IMAGE_INDEX, OCI_IMAGE_MANIFEST,
-};
+use berth_content::manifest::{artifact_kind, DOCKER_MANIFEST_LIST, OCI_IMAGE_INDEX};
 use berth_content::metadata::artifacts::{
     self, ArtifactFilter, ArtifactRow, ChildRow, RepositoryRow, TagFilter, TagRow,
 };
@@ -223,22 +221,6 @@ impl ManifestView {
     /// artifact is still listed, with less detail.
     fn of(row: &ArtifactRow) -> ManifestView {
         serde_json::from_slice(&row.content).unwrap_or_default()
-    }
-}
-
-/// Harbor's artifact type from the manifest and config media types.
-fn artifact_kind(manifest_media_type: &str, config_media_type: Option<&str>) -> &'static str {
-    match (manifest_media_type, config_media_type) {
-        (OCI_IMAGE_INDEX | DOCKER_MANIFEST_LIST, _) => "IMAGE",
-        (
-            OCI_IMAGE_MANIFEST | DOCKER_MANIFEST_V2,
-            Some(
-                "application/vnd.oci.image.config.v1+json"
-                | "application/vnd.docker.container.image.v1+json",
-            ),
-        ) => "IMAGE",
-        (_, Some("application/vnd.cncf.helm.config.v1+json")) => "CHART",
-        _ => "UNKNOWN",
     }
 }
 
@@ -789,27 +771,6 @@ pub fn require_enabled(enabled: bool, what: &str) -> ApiResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn kinds_follow_the_media_types() {
-        let image = Some("application/vnd.oci.image.config.v1+json");
-        assert_eq!(artifact_kind(OCI_IMAGE_MANIFEST, image), "IMAGE");
-        assert_eq!(artifact_kind(OCI_IMAGE_INDEX, None), "IMAGE");
-        assert_eq!(
-            artifact_kind(
-                OCI_IMAGE_MANIFEST,
-                Some("application/vnd.cncf.helm.config.v1+json")
-            ),
-            "CHART"
-        );
-        assert_eq!(
-            artifact_kind(
-                OCI_IMAGE_MANIFEST,
-                Some("application/vnd.oci.empty.v1+json")
-            ),
-            "UNKNOWN"
-        );
-    }
 
     #[test]
     fn annotations_become_strings() {
