@@ -38,7 +38,7 @@ SQLX_OFFLINE=true cargo build --release -p berth-gateway -p berth-workers
 bin="$(target_dir)/release/berth-gateway"
 workers_bin="$(target_dir)/release/berth-workers"
 # Every worker kind `berth-workers` ships; one process each.
-WORKER_KINDS=(echo)
+WORKER_KINDS=(replicate echo)
 
 step "gateway"
 listen="${BERTH_LISTEN:-127.0.0.1:5000}"
@@ -92,7 +92,12 @@ for kind in "${WORKER_KINDS[@]}"; do
     pid_alive "$wpid" berth-workers && stop_pidfile "$wpid" berth-workers 35
     note "starting $workers_bin $kind (log: $wlog)"
     printf '\n--- %s make up\n' "$(date -Is)" >>"$wlog"
+    # The gateway's keys: registry credentials (secret.key) and the token signing key
+    # the replicate kind signs its own registry tokens with.
     BERTH_DATABASE_URL="$db_url" BERTH_NATS_URL="$nats_url" \
+        BERTH_SECRET_KEY_FILE="$VAR/data/secret.key" \
+        BERTH_REPLICATE__TOKEN_KEY_FILE="$VAR/data/auth/token-key.pem" \
+        BERTH_REPLICATE__REGISTRY_URL="$base" \
         setsid "$workers_bin" "$kind" </dev/null >>"$wlog" 2>&1 &
     echo $! >"$wpid"
     worker_logs="$worker_logs  ./var/workers-$kind.log"

@@ -4,6 +4,7 @@
 
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -268,7 +269,7 @@ impl UploadSession {
     /// does not hash to `digest` fails with `Source`. On any failure, and when the
     /// future is dropped, the session is deleted at the remote.
     pub async fn upload<S>(
-        mut self,
+        self,
         digest: &str,
         size: u64,
         body: S,
@@ -277,6 +278,30 @@ impl UploadSession {
     where
         S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
     {
+        let never = AtomicBool::new(false);
+        self.upload_stoppable(digest, size, body, chunk_size, &never)
+            .await
+    }
+
+    /// Like [`UploadSession::upload`], but once `stop` is set the upload ends at the
+    /// next request boundary (before the next `PATCH` or the closing `PUT`) with
+    /// [`ClientError::Cancelled`], and the session is deleted. A request is never cut
+    /// mid-body this way, so registries that refuse to delete an upload whose last
+    /// request was cut (distribution 2.8 checks the upload's size against the offset
+    /// in its `_state`) delete it cleanly. Callers that must stop at once drop the
+    /// future instead.
+    pub async fn upload_stoppable<S>(
+        mut self,
+        digest: &str,
+        size: u64,
+        body: S,
+        chunk_size: Option<u64>,
+        stop: &AtomicBool,
+    ) -> Result<(), ClientError>
+    where
+        S: Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
+    {
+        let stopped = || ClientError::Cancelled("upload stopped between requests".into());
         let algorithm = check_digest(digest)?;
         let source: SharedSource = Arc::new(tokio::sync::Mutex::new(Source {
             stream: Box::pin(body),
@@ -288,10 +313,16 @@ impl UploadSession {
         let mut offset = 0;
         if let Some(chunk_size) = chunk_size {
             while offset < size {
+                if stop.load(Ordering::Acquire) {
+                    return Err(stopped());
+                }
                 let len = chunk_size.min(size - offset);
                 self.patch(&source, offset, len).await?;
                 offset += len;
             }
+        }
+        if stop.load(Ordering::Acquire) {
+            return Err(stopped());
         }
         // The closing PUT carries the rest (all of it when not chunked).
         let rest = size - offset;

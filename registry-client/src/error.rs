@@ -39,6 +39,10 @@ pub enum ClientError {
     /// The caller's byte stream (the blob being pushed) failed; nothing the remote did.
     #[error("source stream: {0}")]
     Source(String),
+    /// The caller stopped the operation (its gate refused to let a request go, or it
+    /// asked an upload to stop); not worth retrying.
+    #[error("cancelled: {0}")]
+    Cancelled(String),
 }
 
 impl ClientError {

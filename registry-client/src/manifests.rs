@@ -35,19 +35,22 @@ impl RegistryClient {
         request
             .headers
             .insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-        let (response, _permit) = self.send(request).await?;
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        let response = expect_status(response, &[StatusCode::OK]).await?;
-        let headers = response.headers();
-        let digest = header_str(headers, "docker-content-digest").map(str::to_owned);
-        let size = response
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        let media_type = content_type(headers);
+        let (digest, size, media_type) = {
+            // Released before the fallback GET below: a gate allowing one request at a
+            // time per caller would otherwise wait on itself.
+            let (response, _permit) = self.send(request).await?;
+            if response.status() == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            let response = expect_status(response, &[StatusCode::OK]).await?;
+            let headers = response.headers();
+            let digest = header_str(headers, "docker-content-digest").map(str::to_owned);
+            let size = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            (digest, size, content_type(headers))
+        };
         match (digest, size, media_type) {
             (Some(digest), Some(size), Some(media_type)) => {
                 check_digest(&digest).map_err(|_| {

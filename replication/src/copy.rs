@@ -14,6 +14,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,24 @@ use berth_registry_client::{
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+
+/// After cancellation, how long an upload may run on to finish the request it is
+/// sending, so that it stops between requests and its session can be deleted (see
+/// `UploadSession::upload_stoppable`); past that it is cut.
+const STOP_GRACE: Duration = Duration::from_millis(600);
+/// Smallest chunk a bandwidth-capped upload is cut into.
+const MIN_CAPPED_CHUNK: u64 = 16 * 1024;
+
+/// The chunk size of an upload: as configured, and under a bandwidth cap at most half a
+/// second's worth, so that a cancelled upload reaches a request boundary within
+/// [`STOP_GRACE`].
+fn chunk_size(configured: Option<u64>, bytes_per_second: u64) -> Option<u64> {
+    if bytes_per_second == 0 {
+        return configured;
+    }
+    let capped = (bytes_per_second / 2).max(MIN_CAPPED_CHUNK);
+    Some(configured.map_or(capped, |c| c.min(capped)))
+}
 
 /// How a copy runs.
 #[derive(Debug, Clone, Default)]
@@ -40,6 +59,9 @@ pub struct CopyOptions {
     /// destination; share one map between the copies of an execution (clones share)
     /// so later copies into other repositories mount instead of uploading.
     pub blob_locations: BlobLocations,
+    /// Counts blob bytes handed to the destination, those of uploads that did not
+    /// finish included (what a stopped or failed task moved). Clones share it.
+    pub bytes_sent: Arc<AtomicU64>,
 }
 
 /// Digest → a repository at the destination registry known to hold that blob.
@@ -368,6 +390,19 @@ impl Copy<'_> {
         let present = self
             .dest_step(&what, self.dest.head_blob(self.dest_repository, digest))
             .await?;
+        if let Some(size) = present.filter(|size| *size != blob.size) {
+            // A registry that claims a blob with another size than the manifest's is
+            // not one to trust with a skip (or a manifest push after it).
+            return Err(CopyError::Registry {
+                side: Side::Destination,
+                repository: self.dest_repository.to_string(),
+                what: what.clone(),
+                error: ClientError::Protocol(format!(
+                    "the destination reports {digest} with {size} bytes; the manifest says {}",
+                    blob.size
+                )),
+            });
+        }
         if present.is_some() {
             self.report.blobs_skipped += 1;
             locations.insert(digest, self.dest_repository);
@@ -427,12 +462,30 @@ impl Copy<'_> {
                 })
             })
         };
-        let body = crate::throttle::throttle(body, self.opts.bytes_per_second);
-        let upload = session.upload(digest, blob.size, body, self.opts.chunk_size);
+        let body = crate::throttle::throttle(body, self.opts.bytes_per_second).map({
+            let sent = self.opts.bytes_sent.clone();
+            move |item| {
+                if let Ok(bytes) = &item {
+                    sent.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+                item
+            }
+        });
+        let stop = AtomicBool::new(false);
+        let chunk = chunk_size(self.opts.chunk_size, self.opts.bytes_per_second);
+        let upload = session.upload_stoppable(digest, blob.size, body, chunk, &stop);
+        let mut upload = std::pin::pin!(upload);
         let result = tokio::select! {
             biased;
-            _ = self.opts.cancel.cancelled() => return Err(CopyError::Cancelled),
-            result = upload => result,
+            _ = self.opts.cancel.cancelled() => {
+                // Let the request in flight end so the session can be deleted; then
+                // (or when the grace is over) the upload future is dropped, which
+                // deletes the session.
+                stop.store(true, Ordering::Release);
+                let _ = tokio::time::timeout(STOP_GRACE, &mut upload).await;
+                return Err(CopyError::Cancelled);
+            }
+            result = &mut upload => result,
         };
         if let Err(error) = result {
             let source_failure = source_error.lock().ok().and_then(|mut slot| slot.take());
@@ -544,6 +597,15 @@ mod tests {
             assert_eq!(permanent.retry_after(), None);
         }
         assert!(!CopyError::Cancelled.is_transient());
+    }
+
+    #[test]
+    fn capped_uploads_are_cut_into_half_second_chunks() {
+        assert_eq!(chunk_size(None, 0), None);
+        assert_eq!(chunk_size(Some(10 << 20), 0), Some(10 << 20));
+        assert_eq!(chunk_size(None, 4 << 20), Some(2 << 20));
+        assert_eq!(chunk_size(Some(1 << 20), 4 << 20), Some(1 << 20));
+        assert_eq!(chunk_size(None, 1000), Some(MIN_CAPPED_CHUNK));
     }
 
     #[test]

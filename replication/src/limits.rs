@@ -208,7 +208,7 @@ impl TaskGate {
 
 fn cancelled() -> ClientError {
     // Not retryable: the task is going away.
-    ClientError::Invalid("the task was cancelled".to_owned())
+    ClientError::Cancelled("the task was cancelled".to_owned())
 }
 
 fn limiter_failed(e: LimitError) -> ClientError {

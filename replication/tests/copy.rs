@@ -494,12 +494,27 @@ async fn a_cancel_stops_an_upload_in_flight_at_once() {
         .expect("the copy stops well before the upload could have finished")
         .expect("the copy task");
     assert!(matches!(result, Err(CopyError::Cancelled)), "{result:?}");
-    assert!(cancelled_at.elapsed() < Duration::from_secs(10));
+    // Generous for a noisy machine; the engine waits at most 0.6 s for the chunk in
+    // flight (half a second's worth at the cap).
+    assert!(cancelled_at.elapsed() < Duration::from_secs(3));
     assert!(dest.head_manifest("dst/big", "v1").await.unwrap().is_none());
     assert_eq!(
         dest.head_blob("dst/big", &image.layers[0].1).await.unwrap(),
         None
     );
+    // Stopped between two PATCHes, the session is one distribution can delete (it
+    // cannot delete an upload whose request was cut mid-body).
+    eventually("the partial upload is deleted", DEADLINE, || {
+        let uploads = dest_registry.uploads("dst/big");
+        async move {
+            if uploads.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("uploads left: {uploads:?}"))
+            }
+        }
+    })
+    .await;
 }
 
 /// Pushes `blobs` to `repo` (monolithic uploads).

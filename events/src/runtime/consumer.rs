@@ -39,9 +39,9 @@ const FETCH_EXPIRY: Duration = Duration::from_secs(1);
 /// next try, growing up to `MAX_ERROR_PAUSE`.
 const ERROR_PAUSE: Duration = Duration::from_millis(500);
 const MAX_ERROR_PAUSE: Duration = Duration::from_secs(5);
-/// After a task's token fires, how long its handler may run on to clean up (delete a
-/// partial upload) before its future is dropped.
-const CANCEL_GRACE: Duration = Duration::from_millis(250);
+/// After a task's token fires, how long its handler may run on to clean up (finish the
+/// request in flight so a partial upload can be deleted) before its future is dropped.
+const CANCEL_GRACE: Duration = Duration::from_secs(1);
 /// After the drain deadline cancelled the last handlers, how long their bookkeeping
 /// (a database write, a nak) may take before the loop stops waiting.
 const DRAIN_BOOKKEEPING: Duration = Duration::from_secs(5);

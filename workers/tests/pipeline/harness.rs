@@ -185,6 +185,10 @@ pub struct Gateway {
     pub process: ChildProcess,
     /// `http://127.0.0.1:<port>`
     pub address: String,
+    /// `BERTH_DATA_DIR`: where it keeps its blobs, `secret.key` and `auth/token-key.pem`
+    /// (the replication tests hand the keys to their workers).
+    #[allow(dead_code)]
+    pub data_dir: PathBuf,
 }
 
 impl Gateway {
@@ -225,21 +229,31 @@ impl Gateway {
                     panic!("berth-gateway exited at start ({status})");
                 }
                 let response = request.await.map_err(|e| e.to_string())?;
-                check(response.status() == 200, response.status())
+                // 401: up, with auth on (the replication tests turn it on).
+                check(
+                    response.status() == 200 || response.status() == 401,
+                    response.status(),
+                )
             }
         })
         .await;
-        Gateway { process, address }
+        Gateway {
+            process,
+            address,
+            data_dir,
+        }
     }
 }
 
 // --- Workers -----------------------------------------------------------------------
 
-/// Settings of one `berth-workers echo` process. The defaults are short so tests stay
-/// short: a crashed worker's task returns after a few seconds, control changes are
-/// noticed within a fraction of a second.
+/// Settings of one `berth-workers <kind>` process (echo unless `kind` says otherwise).
+/// The defaults are short so tests stay short: a crashed worker's task returns after a
+/// few seconds, control changes are noticed within a fraction of a second.
 #[derive(Debug, Clone)]
 pub struct WorkerOptions {
+    /// The subcommand: `echo` by default.
+    pub kind: String,
     pub ack_wait_secs: u64,
     pub max_deliver: i64,
     pub max_ack_pending: i64,
@@ -255,6 +269,7 @@ pub struct WorkerOptions {
 impl Default for WorkerOptions {
     fn default() -> Self {
         WorkerOptions {
+            kind: "echo".to_owned(),
             ack_wait_secs: 5,
             max_deliver: 5,
             max_ack_pending: 64,
@@ -352,13 +367,21 @@ pub struct Pipeline {
 impl Pipeline {
     /// A database, a nats-server and a gateway; no workers yet.
     pub async fn start() -> Pipeline {
+        Pipeline::start_with(&[]).await
+    }
+
+    /// [`Pipeline::start`] with further `BERTH_…` settings for the gateway (they win
+    /// over the harness's own: `BERTH_AUTH__MODE=token` turns auth on).
+    pub async fn start_with(gateway_env: &[(String, String)]) -> Pipeline {
+        let mut env = pipeline_env();
+        env.extend_from_slice(gateway_env);
         let database = TestDatabase::create().await;
         let dir = tempfile::Builder::new()
             .prefix("berth-pipeline-")
             .tempdir()
             .expect("create a temporary directory");
         let nats = NatsServer::start().await;
-        let gateway = Gateway::start(&database.url, &nats.url(), dir.path(), &pipeline_env()).await;
+        let gateway = Gateway::start(&database.url, &nats.url(), dir.path(), &env).await;
         Pipeline {
             registry: Registry::new(&gateway.address),
             api: Api::new(&gateway.address),
@@ -371,14 +394,14 @@ impl Pipeline {
         }
     }
 
-    /// Starts `berth-workers echo` with `options` and waits until it registered in
+    /// Starts `berth-workers <options.kind>` and waits until it registered in
     /// the worker pool (which it does once its consumers exist). Returns its index in
     /// `workers`.
     pub async fn start_worker(&mut self, options: WorkerOptions) -> usize {
         let index = self.workers.len();
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth-workers"));
         command
-            .arg("echo")
+            .arg(&options.kind)
             .env("BERTH_DATABASE_URL", &self.database.url)
             .env("BERTH_NATS_URL", self.nats.url())
             // Up to three workers and a gateway per test, two tests at a time: keep

@@ -8,6 +8,7 @@
 //! times in a burst is copied once or twice, and the destination ends at the last push
 //! whatever order the tasks ran in.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,6 +177,7 @@ async fn copy(
         bytes_per_second: policy.bandwidth_bytes_per_second().unwrap_or(0),
         cancel: ctx.cancel.clone(),
         blob_locations,
+        bytes_sent: Arc::default(),
     };
     if options.bytes_per_second > 0 {
         ctx.log(format!(
@@ -196,11 +198,12 @@ async fn copy(
         &options,
     )
     .await;
+    // What went out, finished or not: a stopped task shows what it moved.
+    ctx.add_bytes(options.bytes_sent.load(Ordering::Relaxed));
     let report = match result {
         Ok(report) => report,
         Err(e) => return Err(copy_failure(e)),
     };
-    ctx.add_bytes(report.bytes_uploaded);
     ctx.log(summary(&report, started.elapsed()));
     if report.up_to_date {
         ctx.set_outcome("up to date at the destination");
@@ -295,7 +298,7 @@ fn setup_failure(e: ClientSetupError) -> Failure {
 /// Transient registry trouble (429, 5xx, connections) is retried, honouring
 /// `Retry-After`; anything else (401, 403, unknown namespace, garbage) fails the task
 /// at once with the registry's reason.
-fn client_failure(side: &str, resource: &str, e: ClientError) -> Failure {
+pub(super) fn client_failure(side: &str, resource: &str, e: ClientError) -> Failure {
     let reason = format!("{side} {resource}: {e}");
     if e.is_transient() {
         Failure::Transient {

@@ -16,6 +16,7 @@ use berth_registry_client::{ClientError, RegistryClient};
 use berth_replication::naming::{destination_repository, PathComponents};
 use berth_replication::{store, Candidate, Direction, Filters, Policy};
 
+use super::copy::client_failure;
 use super::task::{Operation, TaskPayload, Way};
 use super::{resource_type, Shared};
 
@@ -111,17 +112,7 @@ async fn plan(
     registry_id: i64,
     accepts: PathComponents,
 ) -> Result<Vec<TaskPayload>, Failure> {
-    let listing = |e: ClientError| {
-        let reason = format!("listing the source: {e}");
-        if e.is_transient() {
-            Failure::Transient {
-                reason,
-                retry_after: e.retry_after(),
-            }
-        } else {
-            Failure::permanent(reason)
-        }
-    };
+    let listing = |e: ClientError| client_failure("listing", "the source", e);
     let repositories = source.catalog(CATALOG_PAGE).await.map_err(listing)?;
     let mut planned = Vec::new();
     for repository in repositories {
