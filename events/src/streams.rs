@@ -135,9 +135,16 @@ fn is_code(kind: jetstream::context::CreateStreamErrorKind, code: jetstream::Err
     matches!(kind, jetstream::context::CreateStreamErrorKind::JetStream(e) if e.error_code() == code)
 }
 
-/// The durable name of worker kind `kind`'s consumer on the jobs stream.
+/// The durable name of worker kind `kind`'s consumer on the jobs stream. A kind may
+/// also have consumers of its own named `<kind>-<part>` (one per replication endpoint).
 pub fn jobs_consumer_name(kind: &str) -> String {
     kind.to_owned()
+}
+
+/// The worker kind a consumer on the jobs stream belongs to: `replicate` for both
+/// `replicate` and `replicate-7`. Kind names have no `-`.
+pub fn kind_of_jobs_consumer(durable: &str) -> &str {
+    durable.split('-').next().unwrap_or(durable)
 }
 
 /// The server-side consumer configuration for `config`.
@@ -242,6 +249,12 @@ pub async fn consumer_counts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumers_belong_to_the_kind_before_the_dash() {
+        assert_eq!(kind_of_jobs_consumer(&jobs_consumer_name("echo")), "echo");
+        assert_eq!(kind_of_jobs_consumer("replicate-42"), "replicate");
+    }
 
     #[test]
     fn consumer_max_deliver_leaves_the_runtime_its_last_delivery() {

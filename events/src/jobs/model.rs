@@ -246,6 +246,9 @@ pub struct ExecutionFilter {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
     pub statuses: Option<Vec<TaskStatus>>,
+    /// Only tasks whose payload has this text field with this value (a kind's own
+    /// attribute: replication's `resource_type`).
+    pub payload_field: Option<(String, String)>,
 }
 
 /// One page of a listing, and its order.

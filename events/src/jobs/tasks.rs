@@ -120,11 +120,18 @@ pub async fn list(
     page: ListPage<'_>,
 ) -> Result<(Vec<Task>, i64), JobsError> {
     let statuses = stored_words(filter.statuses.as_deref(), TaskStatus::as_str);
+    let (field, value) = match &filter.payload_field {
+        Some((field, value)) => (Some(field.as_str()), Some(value.as_str())),
+        None => (None, None),
+    };
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "count!" FROM tasks
-           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))"#,
+           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
+             AND ($3::text IS NULL OR payload->>$3 = $4)"#,
         execution_id,
-        statuses.as_deref()
+        statuses.as_deref(),
+        field,
+        value
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -135,16 +142,19 @@ pub async fn list(
                   created_at, started_at, updated_at, ended_at
            FROM tasks
            WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
+             AND ($3::text IS NULL OR payload->>$3 = $4)
            ORDER BY
-               CASE WHEN $3 = 'start_time' AND NOT $4 THEN started_at END ASC,
-               CASE WHEN $3 = 'start_time' AND $4 THEN started_at END DESC,
-               CASE WHEN $3 = 'end_time' AND NOT $4 THEN ended_at END ASC,
-               CASE WHEN $3 = 'end_time' AND $4 THEN ended_at END DESC,
-               CASE WHEN $4 THEN id END DESC,
+               CASE WHEN $5 = 'start_time' AND NOT $6 THEN started_at END ASC,
+               CASE WHEN $5 = 'start_time' AND $6 THEN started_at END DESC,
+               CASE WHEN $5 = 'end_time' AND NOT $6 THEN ended_at END ASC,
+               CASE WHEN $5 = 'end_time' AND $6 THEN ended_at END DESC,
+               CASE WHEN $6 THEN id END DESC,
                id ASC
-           LIMIT $5 OFFSET $6"#,
+           LIMIT $7 OFFSET $8"#,
         execution_id,
         statuses.as_deref(),
+        field,
+        value,
         page.sort_key,
         page.descending,
         page.limit,

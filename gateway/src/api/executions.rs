@@ -664,6 +664,7 @@ async fn list_tasks(
     q.only(&["status"])?;
     let filter = TaskFilter {
         statuses: status_filter(&q, &TASK_STATUS_WORDS)?,
+        payload_field: None,
     };
     let mut conn = state.db.acquire().await?;
     if executions::get(&mut *conn, id).await?.is_none() {

@@ -165,26 +165,20 @@ async fn jetstream_pending(
         return None;
     }
     let ask = async {
-        let names: BTreeSet<String> = jobs_consumer_names(&state.jetstream)
-            .await?
-            .into_iter()
-            .collect();
-        // A consumer's name is its kind's (`streams::jobs_consumer_name`).
-        kinds.extend(names.iter().cloned());
-        let mut pending = BTreeMap::new();
-        for kind in kinds.iter() {
-            let durable = streams::jobs_consumer_name(kind);
-            if !names.contains(&durable) {
-                continue;
-            }
-            let counts = streams::consumer_counts(&state.jetstream, JOBS_STREAM, &durable)
+        let names = jobs_consumer_names(&state.jetstream).await?;
+        // A kind's pending count is the sum over its consumers (`replicate` and one
+        // `replicate-<id>` per endpoint).
+        let mut pending: BTreeMap<String, i64> = BTreeMap::new();
+        for durable in &names {
+            let kind = streams::kind_of_jobs_consumer(durable);
+            kinds.insert(kind.to_owned());
+            let counts = streams::consumer_counts(&state.jetstream, JOBS_STREAM, durable)
                 .await
                 .map_err(|e| e.to_string())?;
             if let Some(counts) = counts {
-                pending.insert(
-                    kind.clone(),
-                    i64::try_from(counts.pending).unwrap_or(i64::MAX),
-                );
+                let count = i64::try_from(counts.pending).unwrap_or(i64::MAX);
+                let total = pending.entry(kind.to_owned()).or_default();
+                *total = total.saturating_add(count);
             }
         }
         Ok::<_, String>(pending)
@@ -219,7 +213,11 @@ async fn known_kinds(state: &AppState) -> ApiResult<BTreeSet<String>> {
     let mut kinds = database_kinds(state).await?;
     if state.nats.connection_state() == async_nats::connection::State::Connected {
         match tokio::time::timeout(JETSTREAM_TIMEOUT, jobs_consumer_names(&state.jetstream)).await {
-            Ok(Ok(names)) => kinds.extend(names),
+            Ok(Ok(names)) => kinds.extend(
+                names
+                    .iter()
+                    .map(|n| streams::kind_of_jobs_consumer(n).to_owned()),
+            ),
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot list the jobs stream's consumers"),
             Err(_) => tracing::warn!("JetStream did not list its consumers in time"),
         }

@@ -26,11 +26,10 @@ use axum::response::{IntoResponse, Response};
 use berth_access::audit;
 use berth_events::jobs::{
     executions, tasks, Execution, ExecutionFilter, ExecutionStatus, ListPage, NewExecution,
-    NewTask, TaskCounts, TaskStatus, Trigger,
+    NewTask, Task, TaskCounts, TaskFilter, TaskStatus, Trigger,
 };
 use berth_replication::policy::JOB_KIND;
 use berth_replication::store;
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use utoipa::{IntoParams, ToSchema};
@@ -193,22 +192,8 @@ pub struct ReplicationTaskBody {
     pub berth_status: String,
 }
 
-/// The columns of a task the view shows (its log is read on its own).
-struct TaskRow {
-    id: i64,
-    execution_id: i64,
-    natural_key: String,
-    payload: serde_json::Value,
-    status: String,
-    status_message: String,
-    attempts: i32,
-    bytes: i64,
-    started_at: Option<DateTime<Utc>>,
-    ended_at: Option<DateTime<Utc>>,
-}
-
-impl From<TaskRow> for ReplicationTaskBody {
-    fn from(t: TaskRow) -> ReplicationTaskBody {
+impl From<Task> for ReplicationTaskBody {
+    fn from(t: Task) -> ReplicationTaskBody {
         let text = |key: &str| {
             t.payload
                 .get(key)
@@ -223,8 +208,7 @@ impl From<TaskRow> for ReplicationTaskBody {
             op if op.is_empty() && is_plan => "plan".to_owned(),
             op => op,
         };
-        // The table's CHECK constraint admits only the words `parse` knows.
-        let status = TaskStatus::parse(&t.status).unwrap_or(TaskStatus::Failed);
+        let status = t.status;
         let duration_seconds = match (t.started_at, t.ended_at) {
             (Some(start), Some(end)) => Some((end - start).num_milliseconds() as f64 / 1000.0),
             _ => None,
@@ -412,54 +396,6 @@ async fn replication_execution(conn: &mut PgConnection, id: i64) -> ApiResult<Ex
         Some(e) if e.kind == JOB_KIND => Ok(e),
         _ => Err(execution_not_found(id)),
     }
-}
-
-/// One page of the tasks of execution `execution_id`, and how many match overall.
-async fn list_task_rows(
-    conn: &mut PgConnection,
-    execution_id: i64,
-    statuses: Option<&[TaskStatus]>,
-    resource_type: Option<&str>,
-    page: ListPage<'_>,
-) -> ApiResult<(Vec<TaskRow>, i64)> {
-    let statuses: Option<Vec<String>> =
-        statuses.map(|s| s.iter().map(|s| s.as_str().to_owned()).collect());
-    let total = sqlx::query_scalar!(
-        r#"SELECT count(*) AS "count!" FROM tasks
-           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
-             AND ($3::text IS NULL OR payload->>'resource_type' = $3)"#,
-        execution_id,
-        statuses.as_deref(),
-        resource_type
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    let rows = sqlx::query_as!(
-        TaskRow,
-        r#"SELECT id, execution_id, natural_key, payload, status, status_message, attempts,
-                  bytes, started_at, ended_at
-           FROM tasks
-           WHERE execution_id = $1 AND ($2::text[] IS NULL OR status = ANY($2))
-             AND ($3::text IS NULL OR payload->>'resource_type' = $3)
-           ORDER BY
-               CASE WHEN $4 = 'start_time' AND NOT $5 THEN started_at END ASC,
-               CASE WHEN $4 = 'start_time' AND $5 THEN started_at END DESC,
-               CASE WHEN $4 = 'end_time' AND NOT $5 THEN ended_at END ASC,
-               CASE WHEN $4 = 'end_time' AND $5 THEN ended_at END DESC,
-               CASE WHEN $5 THEN id END DESC,
-               id ASC
-           LIMIT $6 OFFSET $7"#,
-        execution_id,
-        statuses.as_deref(),
-        resource_type,
-        page.sort_key,
-        page.descending,
-        page.limit,
-        page.offset
-    )
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok((rows, total))
 }
 
 // ---- Handlers -----------------------------------------------------------------------
@@ -688,14 +624,14 @@ async fn list_replication_tasks(
         .transpose()?;
     let mut conn = state.db.acquire().await?;
     replication_execution(&mut conn, id).await?;
-    let (rows, total) = list_task_rows(
-        &mut conn,
-        id,
-        statuses.as_deref(),
-        params.resource_type.as_deref(),
-        list_page(page, sort),
-    )
-    .await?;
+    let filter = TaskFilter {
+        statuses,
+        payload_field: params
+            .resource_type
+            .clone()
+            .map(|value| ("resource_type".to_owned(), value)),
+    };
+    let (rows, total) = tasks::list(&mut conn, id, &filter, list_page(page, sort)).await?;
     let items: Vec<ReplicationTaskBody> = rows.into_iter().map(ReplicationTaskBody::from).collect();
     Ok(paged(&uri, page, total, items))
 }
@@ -741,21 +677,28 @@ async fn get_replication_task_log(
 
 #[cfg(test)]
 mod tests {
+    use chrono::Utc;
     use serde_json::json;
 
     use super::*;
 
-    fn row(natural_key: &str, payload: serde_json::Value, status: &str) -> TaskRow {
-        TaskRow {
+    fn row(natural_key: &str, payload: serde_json::Value, status: &str) -> Task {
+        Task {
             id: 7,
             execution_id: 3,
+            kind: JOB_KIND.to_owned(),
             natural_key: natural_key.to_owned(),
+            destination: "4".to_owned(),
             payload,
-            status: status.to_owned(),
+            status: TaskStatus::parse(status).expect("a task status"),
             status_message: String::new(),
             attempts: 1,
             bytes: 42,
+            worker_id: None,
+            cancel_requested_at: None,
+            created_at: Utc::now(),
             started_at: None,
+            updated_at: Utc::now(),
             ended_at: None,
         }
     }

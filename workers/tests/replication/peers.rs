@@ -10,7 +10,7 @@ use crate::harness::{
     registry_body, Stack, TestIndex, DEADLINE,
 };
 use crate::support::gateway::{Gateway, ADMIN, ADMIN_PASSWORD};
-use crate::support::{basic, client, TestImage};
+use crate::support::{basic, client, random_blob, TestImage};
 
 #[tokio::test]
 async fn pull_mode_copies_from_docker_registry_into_berth() {
@@ -97,4 +97,31 @@ async fn push_mode_to_a_berth_peer_with_token_auth() {
         Some(image.digest.as_str())
     );
     assert_index_at(&peer_client, "proj/multi", "v1", &index).await;
+
+    // A signature pushed later, untagged, with the image as its subject: the event of
+    // that push copies it too, and the peer's referrers API lists it.
+    let signature = TestImage::from_parts(
+        random_blob(60),
+        vec![random_blob(900)],
+        Some((&image.digest, image.manifest.len() as u64)),
+    );
+    signature
+        .push(&stack.source, "proj/app", &signature.digest)
+        .await;
+    let subject = format!("proj/app@{}", image.digest);
+    let task = stack.api.wait_copy(policy, &subject, DEADLINE).await;
+    assert_eq!(task["status"], "Succeed", "{task}");
+    let copied = peer_client
+        .get_manifest("proj/app", &signature.digest)
+        .await
+        .expect("the signature arrived");
+    assert_eq!(copied.bytes, signature.manifest);
+    let listed = peer_client
+        .referrers("proj/app", &image.digest)
+        .await
+        .expect("the peer lists referrers");
+    assert_eq!(
+        listed.iter().map(|d| d.digest.as_str()).collect::<Vec<_>>(),
+        [signature.digest.as_str()]
+    );
 }

@@ -97,4 +97,19 @@ async fn pushed_images_and_indexes_arrive_with_their_digests_and_only_missing_bl
         digest_at(&dest_client, "proj/app", "v2").await.as_deref(),
         Some(next.digest.as_str())
     );
+
+    // The job service shows one `replicate` queue, whatever consumers it has (the
+    // planning one and one per endpoint).
+    let queues = stack.api.get("/jobservice/queues").await;
+    let names: Vec<&str> = queues
+        .as_array()
+        .expect("a list of queues")
+        .iter()
+        .filter_map(|q| q["job_type"].as_str())
+        .collect();
+    assert!(names.contains(&"replicate"), "{queues}");
+    assert!(
+        !names.iter().any(|n| n.starts_with("replicate-")),
+        "{queues}"
+    );
 }

@@ -29,16 +29,47 @@ struct Change {
     tag: Option<String>,
     operation: Operation,
     actor: String,
+    /// For a referrer pushed after its subject: the subject's tags, which tag filters
+    /// judge it by (Harbor's rule for accessories).
+    subject_tags: Option<Vec<String>>,
 }
 
 impl Change {
-    fn of(event: Event) -> Option<Change> {
+    /// What `event` asks for; `None` when it asks nothing of replication.
+    async fn of(event: Event, db: &PgPool) -> Result<Option<Change>, sqlx::Error> {
+        // A push by tag emits `artifact.pushed` and, when the tag changed, `tag.moved`;
+        // retags through the API emit only `tag.moved`. Reacting to `tag.moved` copies
+        // every change once and nothing that did not change. Untagged pushes are an
+        // index's children (copied with their index) or referrers: a referrer pushed
+        // after its subject becomes a copy of the subject by digest, which finds the
+        // subject up to date at the destination and copies its new referrers.
+        if let Event::ArtifactPushed {
+            artifact,
+            tag: None,
+            actor,
+            ..
+        } = event
+        {
+            let Some(subject) = subject_of(db, &artifact).await? else {
+                return Ok(None);
+            };
+            let subject_tags = tags_of(db, &artifact.repository, &subject).await?;
+            return Ok(Some(Change {
+                artifact: ArtifactRef {
+                    digest: subject,
+                    ..artifact
+                },
+                tag: None,
+                operation: Operation::Copy,
+                actor,
+                subject_tags: Some(subject_tags),
+            }));
+        }
+        Ok(Change::of_tagged(event))
+    }
+
+    fn of_tagged(event: Event) -> Option<Change> {
         match event {
-            // A push by tag emits `artifact.pushed` and, when the tag changed,
-            // `tag.moved`; retags through the API emit only `tag.moved`. Reacting to
-            // `tag.moved` alone copies every change once and nothing that did not change.
-            // Untagged pushes (an index's children, referrers) travel with the tagged
-            // artifact they belong to.
             Event::TagMoved {
                 artifact,
                 tag,
@@ -49,12 +80,14 @@ impl Change {
                 tag: Some(tag),
                 operation: Operation::Copy,
                 actor,
+                subject_tags: None,
             }),
             Event::ArtifactDeleted { artifact, actor } => Some(Change {
                 artifact,
                 tag: None,
                 operation: Operation::Deletion,
                 actor,
+                subject_tags: None,
             }),
             Event::TagDeleted {
                 artifact,
@@ -65,6 +98,7 @@ impl Change {
                 tag: Some(tag),
                 operation: Operation::Deletion,
                 actor,
+                subject_tags: None,
             }),
             _ => None,
         }
@@ -79,7 +113,11 @@ impl EventHandler for ReplicateEvents {
         envelope: &Envelope,
         ctx: &EventContext,
     ) -> Result<(), Failure> {
-        let Some(change) = Change::of(event) else {
+        let transient = |e: &dyn std::fmt::Display| Failure::transient(format!("planning: {e}"));
+        let Some(change) = Change::of(event, &ctx.db)
+            .await
+            .map_err(|e| transient(&e))?
+        else {
             return Ok(());
         };
         // Replications the worker itself made into Berth (pull mode) are not pushed on
@@ -88,7 +126,6 @@ impl EventHandler for ReplicateEvents {
         if change.actor == super::clients::SUBJECT {
             return Ok(());
         }
-        let transient = |e: &dyn std::fmt::Display| Failure::transient(format!("planning: {e}"));
         let policies = store::event_based(&ctx.db)
             .await
             .map_err(|e| transient(&e))?;
@@ -125,7 +162,7 @@ impl EventHandler for ReplicateEvents {
                 .select(&Candidate {
                     kind,
                     tags: &tags,
-                    subject_tags: None,
+                    subject_tags: change.subject_tags.as_deref(),
                 })
                 .unwrap_or(None);
             let Some(selected) = selected else { continue };
@@ -224,6 +261,35 @@ impl ReplicateEvents {
         );
         Ok(())
     }
+}
+
+/// The subject of a stored manifest, if it is a referrer.
+async fn subject_of(db: &PgPool, artifact: &ArtifactRef) -> Result<Option<String>, sqlx::Error> {
+    let subject: Option<Option<String>> = sqlx::query_scalar(
+        "SELECT m.subject_digest FROM manifests m
+         JOIN repositories r ON r.id = m.repository_id
+         WHERE r.name = $1 AND m.digest = $2",
+    )
+    .bind(&artifact.repository)
+    .bind(&artifact.digest)
+    .fetch_optional(db)
+    .await?;
+    Ok(subject.flatten())
+}
+
+/// The tags pointing at `digest` in `repository`.
+async fn tags_of(db: &PgPool, repository: &str, digest: &str) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT t.name FROM tags t
+         JOIN manifests m ON m.id = t.manifest_id
+         JOIN repositories r ON r.id = t.repository_id
+         WHERE r.name = $1 AND m.digest = $2
+         ORDER BY t.name",
+    )
+    .bind(repository)
+    .bind(digest)
+    .fetch_all(db)
+    .await
 }
 
 /// Harbor's artifact type of a stored manifest; `UNKNOWN` once it is gone (a deletion).
