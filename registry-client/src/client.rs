@@ -24,6 +24,9 @@ const MAX_SMALL_BODY: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct RegistryClient {
     pub(crate) inner: Arc<Inner>,
+    /// Per client, not shared: [`RegistryClient::with_gate`] gives each task its own
+    /// gate over the shared connections and tokens.
+    gate: Option<Arc<dyn RequestGate>>,
 }
 
 pub(crate) struct Inner {
@@ -32,7 +35,6 @@ pub(crate) struct Inner {
     /// The registry's base URL with a trailing slash, so `v2/...` joins below it.
     pub base: Url,
     pub credential: Credential,
-    pub gate: Option<Arc<dyn RequestGate>>,
     /// Learned challenge and cached tokens; a std mutex because it is never held
     /// across an await.
     pub auth: Mutex<AuthState>,
@@ -128,11 +130,21 @@ impl RegistryClient {
                 http,
                 base,
                 credential: config.credential,
-                gate: config.gate,
                 auth: Mutex::new(AuthState::default()),
                 token_fetch: tokio::sync::Mutex::new(()),
             }),
+            gate: config.gate,
         })
+    }
+
+    /// This client with `gate` in place of its own: the same connection pool, learned
+    /// challenge and token cache (so a task reuses open connections and tokens of the
+    /// tasks before it), its requests passing `gate`.
+    pub fn with_gate(&self, gate: Arc<dyn RequestGate>) -> RegistryClient {
+        RegistryClient {
+            inner: self.inner.clone(),
+            gate: Some(gate),
+        }
     }
 
     /// The base URL requests go below.
@@ -273,7 +285,7 @@ impl RegistryClient {
         url: &Url,
         cleanup: bool,
     ) -> Result<GatePermit, ClientError> {
-        match &self.inner.gate {
+        match &self.gate {
             Some(gate) => {
                 gate.before_request(RequestInfo {
                     method,

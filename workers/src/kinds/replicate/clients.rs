@@ -3,8 +3,9 @@
 //! credential behind the task's gate (global rate limit, one request at a time,
 //! cancellation).
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_access::registries::{self, RegistryType, RegistryWithCredential};
@@ -14,6 +15,7 @@ use berth_access::{ResourceAccess, Scope};
 use berth_registry_client::{ClientConfig, Credential, RegistryClient, RequestGate, TokenIssuer};
 use berth_replication::limits::{GlobalRateLimiter, TaskGate};
 use berth_replication::naming::PathComponents;
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use url::Url;
@@ -69,12 +71,16 @@ impl TokenIssuer for LocalIssuer {
     }
 }
 
-/// Everything needed to make clients: loaded once per process.
+/// Everything needed to make clients: loaded once per process. Clients are kept and
+/// shared between tasks (each task gets its own gate over them), so tasks reuse open
+/// connections and tokens instead of opening and negotiating their own.
 pub struct Clients {
     db: PgPool,
     secret_key: Arc<SecretKey>,
-    local_url: Url,
-    local_credential: Credential,
+    local: RegistryClient,
+    /// Per endpoint, with the `updated_at` it was built from: a changed URL or
+    /// credential builds a new client.
+    remotes: Mutex<HashMap<i64, (DateTime<Utc>, RegistryClient)>>,
     timeout: Duration,
 }
 
@@ -90,30 +96,31 @@ impl Clients {
                 reason: e.to_string(),
             })?;
         let keys = load_token_keys(&config.token_key_file, &config.token_issuer)?;
+        let timeout = Duration::from_secs(config.request_timeout_secs.max(1));
+        let mut local = ClientConfig::new(local_url.clone());
+        local.credential = Credential::Issuer(Arc::new(LocalIssuer {
+            keys,
+            ttl: Duration::from_secs(config.token_ttl_secs.max(60)),
+        }));
+        local.timeout = timeout;
+        local.user_agent = USER_AGENT.to_owned();
+        let local = RegistryClient::new(local).map_err(|e| ClientSetupError::LocalUrl {
+            url: local_url.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Clients {
             db,
             secret_key,
-            local_url,
-            local_credential: Credential::Issuer(Arc::new(LocalIssuer {
-                keys,
-                ttl: Duration::from_secs(config.token_ttl_secs.max(60)),
-            })),
-            timeout: Duration::from_secs(config.request_timeout_secs.max(1)),
+            local,
+            remotes: Mutex::new(HashMap::new()),
+            timeout,
         })
     }
 
-    /// Berth's own registry, for one task: cancellation is the copy's business (the
-    /// copy races every request with its token), and Berth's own limits are not ours to
-    /// impose.
-    pub fn local(&self) -> Result<RegistryClient, ClientSetupError> {
-        let mut config = ClientConfig::new(self.local_url.clone());
-        config.credential = self.local_credential.clone();
-        config.timeout = self.timeout;
-        config.user_agent = USER_AGENT.to_owned();
-        RegistryClient::new(config).map_err(|e| ClientSetupError::LocalUrl {
-            url: self.local_url.to_string(),
-            reason: e.to_string(),
-        })
+    /// Berth's own registry: cancellation is the copy's business (the copy races every
+    /// request with its token), and Berth's own limits are not ours to impose.
+    pub fn local(&self) -> RegistryClient {
+        self.local.clone()
     }
 
     /// Remote endpoint `registry_id` for one task: its credential, and a gate holding
@@ -153,6 +160,36 @@ impl Clients {
             limits.effective_burst().unwrap_or(1),
         );
         let gate: Arc<dyn RequestGate> = Arc::new(TaskGate::new(limiter, cancel));
+        let cached = self.remotes.lock().ok().and_then(|map| {
+            map.get(&registry.id)
+                .filter(|(built_from, _)| *built_from == registry.updated_at)
+                .map(|(_, client)| client.clone())
+        });
+        let shared = match cached {
+            Some(client) => client,
+            None => {
+                let client = self.remote_client(&registry, credential)?;
+                if let Ok(mut map) = self.remotes.lock() {
+                    map.insert(registry.id, (registry.updated_at, client.clone()));
+                }
+                client
+            }
+        };
+        let client = shared.with_gate(gate);
+        Ok(Remote {
+            client,
+            name: registry.name,
+            path_components: path_components(registry.kind),
+        })
+    }
+}
+
+impl Clients {
+    fn remote_client(
+        &self,
+        registry: &registries::Registry,
+        credential: Option<registries::BasicCredential>,
+    ) -> Result<RegistryClient, ClientSetupError> {
         let api_url = registry.api_url();
         let url = Url::parse(&api_url).map_err(|e| ClientSetupError::Remote {
             name: registry.name.clone(),
@@ -162,21 +199,15 @@ impl Clients {
         config.insecure = registry.insecure;
         config.timeout = self.timeout;
         config.user_agent = USER_AGENT.to_owned();
-        config.gate = Some(gate);
         if let Some(credential) = credential {
             config.credential = Credential::Basic {
                 username: credential.username,
                 password: credential.password.expose().to_owned(),
             };
         }
-        let client = RegistryClient::new(config).map_err(|e| ClientSetupError::Remote {
+        RegistryClient::new(config).map_err(|e| ClientSetupError::Remote {
             name: registry.name.clone(),
             reason: e.to_string(),
-        })?;
-        Ok(Remote {
-            client,
-            name: registry.name,
-            path_components: path_components(registry.kind),
         })
     }
 }

@@ -52,7 +52,7 @@ impl JobHandler for CopyJob {
             .remote(task.registry_id, ctx.cancel.clone())
             .await
             .map_err(setup_failure)?;
-        let local = clients.local().map_err(setup_failure)?;
+        let local = clients.local();
         let (source, dest) = match task.way {
             Way::Push => (&local, &remote.client),
             Way::Pull => (&remote.client, &local),

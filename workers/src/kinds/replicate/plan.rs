@@ -56,11 +56,7 @@ impl JobHandler for PlanJob {
             .remote(registry_id, ctx.cancel.clone())
             .await
             .map_err(|e| Failure::permanent(e.to_string()))?;
-        let local = self
-            .shared
-            .clients
-            .local()
-            .map_err(|e| Failure::permanent(e.to_string()))?;
+        let local = self.shared.clients.local();
         let (source, way, accepts) = match policy.direction {
             Direction::Push { .. } => (&local, Way::Push, remote.path_components),
             Direction::Pull { .. } => (&remote.client, Way::Pull, PathComponents::Any),
