@@ -95,9 +95,11 @@ async fn pushes_succeed_without_nats_and_their_events_flow_once_in_order_when_it
     .unwrap();
     assert_eq!(distinct_keys, total as i64);
 
-    // The handler saw each event exactly once: the consumer delivered 200 messages in
-    // all (a redelivery would have taken a consumer sequence number), and nothing is
-    // left unacked.
+    // The handler planned each event exactly once (the distinct trigger keys above)
+    // and nothing is left unacked. The consumer delivered at least 200 messages: on a
+    // loaded machine a message the server sent to a pull request that had just expired
+    // never reaches the worker and comes back after ack_wait with a new consumer
+    // sequence number, without a second handling.
     let info = eventually(
         "the events consumer has acked everything",
         DEADLINE,
@@ -111,10 +113,10 @@ async fn pushes_succeed_without_nats_and_their_events_flow_once_in_order_when_it
         },
     )
     .await;
-    assert_eq!(info.delivered.consumer_sequence, total as u64, "{info:?}");
+    assert!(info.delivered.consumer_sequence >= total as u64, "{info:?}");
     assert_eq!(info.num_redelivered, 0, "{info:?}");
     let jobs = p.consumer_info(JOBS_STREAM, ECHO_CONSUMER).await.unwrap();
-    assert_eq!(jobs.delivered.consumer_sequence, total as u64, "{jobs:?}");
+    assert!(jobs.delivered.consumer_sequence >= total as u64, "{jobs:?}");
 
     // Per repository, the stream holds the events in push order.
     let mut streamed: BTreeMap<String, Vec<String>> = BTreeMap::new();
