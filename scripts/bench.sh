@@ -33,6 +33,9 @@
 #   BENCH_AUTH              0: skip the runs with authentication on [1]
 #   BENCH_PIPELINE          0: skip the event pipeline benchmark that runs last
 #                           (scripts/bench-pipeline.sh; its table is appended) [1]
+#   BENCH_REPLICATION       0: skip the replication benchmark that runs after it
+#                           (scripts/bench-replication.sh; its table is appended) [1]
+#   BENCH_QUICK             1: the replication benchmark's smoke run [0]
 # Any other BERTH_* variable set in the environment reaches the gateway unchanged.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -347,6 +350,10 @@ printf '\n(written to ./var/bench/report.md)\n'
 if [ "${BENCH_PIPELINE:-1}" != 0 ]; then
     step "event pipeline: scripts/bench-pipeline.sh (appended to ./var/bench/report.md)"
     "$ROOT/scripts/bench-pipeline.sh" --report "$BENCH/report.md" || FAILED+=("event pipeline")
+fi
+if [ "${BENCH_REPLICATION:-1}" != 0 ]; then
+    step "replication: scripts/bench-replication.sh (appended to ./var/bench/report.md)"
+    "$ROOT/scripts/bench-replication.sh" --report "$BENCH/report.md" || FAILED+=("replication")
 fi
 if [ "${#FAILED[@]}" -gt 0 ]; then
     STEP="benchmark scenarios: ${#FAILED[@]} failed ($(printf '%s; ' "${FAILED[@]}" | sed 's/; $//'))"

@@ -11,12 +11,15 @@
 //! head-blob, concurrent-push, and `all` (every one, in that order).
 //!
 //! `loadtest pipeline relay|latency|cancel|scale|report …` benchmarks Berth's event
-//! pipeline instead (src/pipeline.rs; `loadtest pipeline --help`).
+//! pipeline instead (src/pipeline.rs; `loadtest pipeline --help`), and
+//! `loadtest replication burst|skopeo|latency|report …` its replication to a
+//! docker-registry (src/replication.rs; `loadtest replication --help`).
 
 mod auth;
 mod data;
 mod http;
 mod pipeline;
+mod replication;
 mod report;
 mod scenarios;
 mod stats;
@@ -121,6 +124,16 @@ fn main() {
     if std::env::args_os().nth(1).is_some_and(|a| a == "pipeline") {
         if let Err(e) = pipeline::main(std::env::args_os().skip(1)) {
             eprintln!("loadtest pipeline: error: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "replication")
+    {
+        if let Err(e) = replication::main(std::env::args_os().skip(1)) {
+            eprintln!("loadtest replication: error: {e:#}");
             std::process::exit(1);
         }
         return;
